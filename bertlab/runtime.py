@@ -1,0 +1,29 @@
+"""Where and how big: the device to run on, and the course's quick/full scale switch."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+SCALES = ("quick", "full")
+
+
+def default_device() -> torch.device:
+    """The best device present: cuda, then Apple's mps, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def course_scale(default: str | None = None) -> str:
+    """`quick` (a 2-core laptop, what CI checks) or `full` (a GPU): the BERTLAB_SCALE variable,
+    else the notebook's own setting, else `full` on a GPU and `quick` elsewhere."""
+    scale = os.environ.get("BERTLAB_SCALE") or default
+    if scale is None:
+        scale = "full" if default_device().type == "cuda" else "quick"
+    if scale not in SCALES:
+        raise ValueError(f"BERTLAB_SCALE must be one of {SCALES}, got {scale!r}")
+    return scale
