@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the course with nothing but Python.
 
-    python3 run.py course   # create .venv, install bertlab and its tools, open JupyterLab on notebooks/
+    python3 run.py course   # set up .venv with bertlab and its tools, open JupyterLab on notebooks/
     python3 run.py test     # create .venv if needed, then run the whole test suite
 """
 
@@ -26,7 +26,7 @@ def run(*cmd: str | os.PathLike, **kw) -> None:
 
 
 def setup() -> None:
-    """Create .venv and install the project with its dev extra, once (again if pyproject changes)."""
+    """Create .venv and install the project with its dev extra (again when pyproject changes)."""
     if not PYTHON.exists():
         venv.create(VENV, with_pip=True)
     pyproject = ROOT / "pyproject.toml"

@@ -14,7 +14,7 @@ from .model import (
     BertForTokenClassification,
     BertModel,
 )
-from .runtime import course_scale, default_device
+from .runtime import course_scale, default_device, notebook_setup
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,5 @@ __all__ = [
     "scaled_dot_product_attention", "BertModel", "BertForPreTraining", "BertForMaskedLM",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForMultipleChoice",
     "BertForQuestionAnswering", "CheckpointWarning", "minilm_path", "course_scale",
-    "default_device",
+    "default_device", "notebook_setup",
 ]

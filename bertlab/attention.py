@@ -24,14 +24,14 @@ def scaled_dot_product_attention(q, k, v, mask=None):
 
 
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) of 1 = token, 0 = padding  ->  (B, 1, 1, T) bool, True where a key may be attended."""
+    """(B, T) of 1 = token, 0 = padding -> (B, 1, 1, T) bool, True where a key may be attended."""
     return attention_mask.bool()[:, None, None, :]
 
 
 class MultiHeadSelfAttention(nn.Module):
     """Every token asks (query) every token (key) for a mix of their values, in H heads at once.
 
-    Parameter names follow Hugging Face (`attention.self.query` ...), so checkpoints load as they are.
+    Parameter names follow Hugging Face (`attention.self.query` ...), so checkpoints load as is.
     The output projection that merges the heads is `attention.output.dense` (see encoder.py).
     """
 
@@ -54,8 +54,9 @@ class MultiHeadSelfAttention(nn.Module):
         return x.transpose(1, 2).reshape(B, T, H * D)
 
     def forward(self, x, mask=None, output_attentions=False):
-        """x: (B, T, C); mask: bool (B, 1, 1, T) or (B, 1, T, T). Returns (B, T, C), weights or None."""
-        q, k, v = (self.split_heads(f(x)) for f in (self.query, self.key, self.value))  # (B, H, T, D)
+        """x: (B, T, C); mask: bool (B, 1, 1, T) or (B, 1, T, T).
+        Returns the merged heads (B, T, C) and the weights (B, H, T, T), or None if not asked."""
+        q, k, v = (self.split_heads(f(x)) for f in (self.query, self.key, self.value))  # (B,H,T,D)
         if output_attentions:
             _, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, T)
             out = self.dropout(weights) @ v

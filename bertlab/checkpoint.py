@@ -91,7 +91,7 @@ class PretrainedMixin:
         ours = model.state_dict()
         with_prefix = any(k.startswith("bert.") for k in ours)
         theirs = normalize_keys(read_state_dict(directory), with_prefix)
-        is_head = lambda k: k.removeprefix("bert.").startswith(HEADS)  # noqa: E731
+        is_head = lambda k: k.removeprefix("bert.").startswith(HEADS)
         missing = [k for k in ours if k not in theirs]
         unexpected = [k for k in theirs if k not in ours]
         if [k for k in missing if not is_head(k)] or [k for k in unexpected if not is_head(k)]:
@@ -100,8 +100,8 @@ class PretrainedMixin:
                 f"  missing from the checkpoint: {[k for k in missing if not is_head(k)]}\n"
                 f"  in the checkpoint but not in the model: "
                 f"{[k for k in unexpected if not is_head(k)]}")
-        for k in ours.keys() & theirs.keys():
-            if ours[k].shape != theirs[k].shape:
+        for k in ours:
+            if k in theirs and ours[k].shape != theirs[k].shape:
                 raise ValueError(f"{k}: the checkpoint has shape {tuple(theirs[k].shape)}, "
                                  f"{cls.__name__} expects {tuple(ours[k].shape)}")
         if missing:

@@ -1,4 +1,4 @@
-"""Embeddings: a token's vector is the sum of what it is, where it is, and which segment it is in."""
+"""Embeddings: a token's vector is the sum of what it is, where it is, and which segment."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import torch
 
@@ -27,3 +28,14 @@ def course_scale(default: str | None = None) -> str:
     if scale not in SCALES:
         raise ValueError(f"BERTLAB_SCALE must be one of {SCALES}, got {scale!r}")
     return scale
+
+
+def notebook_setup(scale: str | None = None, seed: int = 0) -> tuple[str, torch.device]:
+    """The first cell of every chapter: pick the scale and the device, seed torch and Python's
+    random, and say which ones this run used."""
+    scale = course_scale(scale)
+    device = default_device()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    print(f"scale: {scale} | device: {device.type}")
+    return scale, device
