@@ -1,0 +1,496 @@
+"""The training loop, one for pretraining and fine-tuning alike.
+
+`train(model, data, config)` runs AdamW with linear warmup and decay, gradient accumulation and
+clipping, mixed precision, evaluation, and checkpoints that resume exactly; launched with
+`torchrun --nproc_per_node=N` it runs the same loop under DistributedDataParallel. The model is
+any bertlab model: its forward takes the batch dict as keyword arguments and returns an object
+with `.loss`.
+
+A run directory holds:
+    metrics.jsonl              one JSON row per log step: {"step", "split": "train"|"eval", ...}
+    checkpoint-{step}/         config.json + model.safetensors (Hugging Face layout) and
+                               training_state.pt (optimizer, grad scaler, random states)
+    config.json, model.safetensors   the final model, written when the run ends
+
+The learning rate (`lr_at`) and the order of the data (`global_batches`) are functions of the
+step, so the step is all the state they have; with the optimizer's, the scaler's and every random
+generator's, a resumed run continues bit for bit as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import default_collate
+from tqdm.auto import tqdm
+
+from .model import IGNORE_INDEX
+from .runtime import default_device
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Batch = dict[str, torch.Tensor]
+Collate = Callable[[list], Batch]  # examples -> batch
+Metrics = Callable[[Batch, object], dict[str, torch.Tensor | float]]  # (batch, output) -> values
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer updates in the whole run
+    batch_size: int = 32  # examples per update, over all accumulation steps and processes
+    lr: float = 1e-4  # peak learning rate, reached at the end of warmup
+    warmup: float = 0.1  # warmup length: a fraction of `steps` if < 1, else a number of steps
+    weight_decay: float = 0.01  # AdamW's, on weight matrices only (not biases or LayerNorm)
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
+    grad_accum: int = 1  # micro-batches per update: the same update in 1/grad_accum the memory
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto: bf16 (or fp16) on a GPU, fp32 elsewhere
+    device: str | None = None  # None: bertlab.default_device()
+    compile: bool = False  # torch.compile the model: slow to start, faster on GPUs
+    seed: int = 0  # data order, masking, dropout (seed the model's initialization yourself)
+    log_every: int = 10  # steps between train rows in the log
+    eval_every: int = 0  # steps between evaluations; 0: only at the end
+    checkpoint_every: int = 0  # steps between checkpoints; 0: none (the final model is saved)
+    keep_checkpoints: int = 1  # how many of the latest checkpoints to keep on disk
+    out_dir: str | os.PathLike | None = None  # the run directory; None writes nothing
+    resume: bool = False  # continue from the latest checkpoint in out_dir
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, "
+                                 f"got {getattr(self, name)!r}")
+        for name in ("eval_every", "checkpoint_every", "weight_decay", "grad_clip", "warmup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.warmup >= 1 and self.warmup != int(self.warmup):
+            raise ValueError(f"TrainConfig.warmup is a fraction of the steps (< 1) or a whole "
+                             f"number of steps, got {self.warmup}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.out_dir is None and (self.checkpoint_every or self.resume):
+            raise ValueError("checkpoints and resuming need a run directory: set out_dir")
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
+
+
+def lr_at(step: int, lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate of update `step` (counted from 0): a linear rise to `lr` over
+    `warmup_steps`, then a linear fall that would reach 0 at `total_steps`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / (warmup_steps + 1)
+    return lr * (total_steps - step) / (total_steps - warmup_steps)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` becomes bf16 on GPUs with native bf16, fp16 on older GPUs, and fp32 elsewhere."""
+    native_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    if precision == "auto":
+        return "fp32" if device.type != "cuda" else "bf16" if native_bf16 else "fp16"
+    if precision == "bf16" and device.type == "cuda" and not native_bf16:
+        raise ValueError("this GPU has no native bf16: use precision fp16 (or auto)")
+    return precision
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW as BERT used it. Weight decay applies to matrices (linear weights, embeddings) only:
+    biases and LayerNorm weights, the parameters with fewer than 2 dimensions, are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+def pretraining_metrics(batch: Batch, output) -> dict[str, torch.Tensor]:
+    """MLM accuracy at the masked positions, and NSP accuracy when the batch has NSP labels."""
+    labels = batch["mlm_labels"]
+    targets = labels[labels != IGNORE_INDEX]  # (N,): the logits are (N, V) when labels are given
+    values = {"mlm_acc": (output.mlm_logits.argmax(-1) == targets).float().mean()}
+    if "nsp_labels" in batch:
+        nsp_correct = output.nsp_logits.argmax(-1) == batch["nsp_labels"]  # (B,)
+        values["nsp_acc"] = nsp_correct.float().mean()
+    return values
+
+
+# Random state: seeded, saved, restored.
+
+def set_seed(seed: int) -> None:
+    """Seed every generator a run draws from: Python's, NumPy's and torch's (CPU and GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every generator's state, as tensors, tuples and numbers (what weights_only loading reads)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Data: which examples each update sees.
+
+def global_batches(num_examples: int, batch_size: int, seed: int, start: int = 0
+                   ) -> Iterator[np.ndarray]:
+    """The example indices of each update's batch, from update `start` on. Each epoch is a fresh
+    shuffle seeded by (seed, epoch), so any position can be recomputed from the step alone; the
+    incomplete last batch of an epoch is dropped."""
+    per_epoch = num_examples // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"the training data has {num_examples} examples, fewer than one batch "
+                         f"of {batch_size}: lower the batch size")
+    epoch, first = divmod(start, per_epoch)
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+        for i in range(first, per_epoch):
+            yield order[i * batch_size:(i + 1) * batch_size]
+        epoch, first = epoch + 1, 0
+
+
+def count_tokens(batch: Batch) -> int:
+    """Real (non-padding) tokens in a batch."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+class Means:
+    """Weighted running means of named values, averaged over all processes when read."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, values: dict, weight: float = 1.0) -> None:
+        for name, value in values.items():
+            value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
+            self.sums[name] = self.sums.get(name, 0.0) + value * weight
+            self.weights[name] = self.weights.get(name, 0.0) + weight
+
+    def read(self, world: int = 1) -> dict[str, float]:
+        names = sorted(self.sums)
+        sums = torch.stack([self.sums[k] for k in names])  # (K,)
+        weights = torch.tensor([self.weights[k] for k in names], device=self.device)  # (K,)
+        totals = torch.cat([sums, weights])  # (2K,)
+        if world > 1:
+            dist.all_reduce(totals)
+        return dict(zip(names, (totals[:len(names)] / totals[len(names):]).tolist()))
+
+
+# Processes: one, or N under torchrun.
+
+@contextlib.contextmanager
+def distributed(device: torch.device) -> Iterator[tuple[int, int, torch.device]]:
+    """Yield (rank, world size, device). Under torchrun (WORLD_SIZE > 1) join the process group
+    (nccl on GPUs, one GPU per process; gloo on CPUs); otherwise this is process 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield 0, 1, device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield dist.get_rank(), world, device
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+# Checkpoints on disk.
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first."""
+    found = [p for p in out_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, list]]:
+    """metrics.jsonl (or a run directory holding it) as columns per split, ready to plot:
+    `m = read_metrics(run); plt.plot(m["train"]["step"], m["train"]["loss"])`.
+    A column is None in rows that lack it."""
+    path = Path(path)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"no metrics at {path}: expected a run directory or its metrics.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    columns: dict[str, dict[str, list]] = {}
+    for split in dict.fromkeys(row["split"] for row in rows):
+        split_rows = [row for row in rows if row["split"] == split]
+        names = dict.fromkeys(k for row in split_rows for k in row if k != "split")
+        columns[split] = {k: [row.get(k) for row in split_rows] for k in names}
+    return columns
+
+
+def train(model: torch.nn.Module, train_data: Sequence, config: TrainConfig, *,
+          collate: Collate = default_collate, eval_data: Sequence | None = None,
+          eval_collate: Collate | None = None, metrics: Metrics | None = None) -> list[dict]:
+    """Train `model` in place for `config.steps` updates; return the rows it logged.
+
+    train_data, eval_data: sequences of examples. `collate` turns a list of examples into the
+    batch dict the model takes (`eval_collate`, if given, does it for eval_data); a collate with
+    state_dict() and load_state_dict() (its own random generator) is checkpointed with the run.
+    metrics(batch, output) -> {name: value} adds values (accuracies) to the log, averaged like
+    the loss. Under torchrun every process calls this with the same arguments; each takes its
+    slice of every batch, and process 0 alone writes to out_dir.
+    """
+    device = torch.device(config.device) if config.device else default_device()
+    with distributed(device) as (rank, world, device):
+        trainer = Trainer(model, config, rank, world, device, collate, metrics)
+        return trainer.fit(train_data, eval_data, eval_collate or collate)
+
+
+class Trainer:
+    """One training run's state: the model and how it runs, optimizer, gradient scaler, step."""
+
+    def __init__(self, model, config: TrainConfig, rank: int, world: int, device: torch.device,
+                 collate: Collate, metrics: Metrics | None):
+        if config.batch_size % (world * config.grad_accum):
+            raise ValueError(f"batch_size {config.batch_size} must divide evenly into "
+                             f"{world} processes x {config.grad_accum} accumulation steps")
+        self.config, self.rank, self.world, self.device = config, rank, world, device
+        self.collate, self.metrics = collate, metrics
+        self.precision = resolve_precision(config.precision, device)
+        self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
+        self.model = model.to(device)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        wrapped = model
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids)
+        self.forward = torch.compile(wrapped) if config.compile else wrapped
+        self.step = 0
+        self.history: list[dict] = []
+        set_seed(config.seed + rank)
+
+    def autocast(self):
+        dtype = AUTOCAST_DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def to_device(self, batch: Batch) -> Batch:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def fit(self, train_data: Sequence, eval_data: Sequence | None,
+            eval_collate: Collate) -> list[dict]:
+        c = self.config
+        self.start_run(len(train_data))
+        if eval_data is not None and len(eval_data) < self.world:
+            raise ValueError(f"eval_data has {len(eval_data)} examples, fewer than the "
+                             f"{self.world} processes")
+        batches = global_batches(len(train_data), c.batch_size, c.seed, start=self.step)
+        interval, tokens, seconds = Means(self.device), 0, 0.0
+        self.model.train()
+        with tqdm(total=c.steps, initial=self.step, disable=self.rank != 0, unit="step") as bar:
+            while self.step < c.steps:
+                started = time.perf_counter()
+                indices = next(batches).reshape(self.world, c.grad_accum, -1)[self.rank]
+                micro_batches = [self.collate([train_data[i] for i in idx]) for idx in indices]
+                tokens += self.update(micro_batches, interval)
+                seconds += time.perf_counter() - started
+                self.step += 1
+                bar.update()
+                at_end = self.step == c.steps
+                if at_end or self.step % c.log_every == 0:
+                    row = self.log("train", **interval.read(self.world),
+                                   lr=self.optimizer.param_groups[0]["lr"],
+                                   tokens_per_s=tokens / seconds)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens / seconds:,.0f}")
+                    interval, tokens, seconds = Means(self.device), 0, 0.0
+                if eval_data is not None and (at_end or c.eval_every
+                                              and self.step % c.eval_every == 0):
+                    self.log("eval", **self.evaluate(eval_data, eval_collate))
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint(len(train_data))
+        if self.out_dir is not None and self.rank == 0:
+            self.model.save_pretrained(self.out_dir)
+        return self.history
+
+    def update(self, micro_batches: list[Batch], interval: Means) -> int:
+        """One optimizer step: forward and backward over the micro-batches (gradients add up;
+        DDP averages them over processes at the last one), clip, step. Returns tokens seen."""
+        c = self.config
+        lr = lr_at(self.step, c.lr, c.warmup_steps, c.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, tokens = torch.zeros((), device=self.device), 0
+        for i, batch in enumerate(micro_batches):
+            tokens += count_tokens(batch)
+            batch = self.to_device(batch)
+            last = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if last or self.world == 1 else self.forward.no_sync():
+                with self.autocast():
+                    output = self.forward(**batch)
+                self.scaler.scale(output.loss / len(micro_batches)).backward()
+            loss += output.loss.detach().float() / len(micro_batches)
+            if self.metrics is not None:
+                interval.add(self.metrics(batch, output))
+        loss_and_tokens = torch.stack([loss, torch.tensor(float(tokens), device=self.device)])
+        if self.world > 1:
+            dist.all_reduce(loss_and_tokens)  # sums over processes
+        loss, tokens = loss_and_tokens.tolist()
+        loss /= self.world
+        if not math.isfinite(loss):
+            self.diverged(loss)
+        self.scaler.unscale_(self.optimizer)
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.scaler.step(self.optimizer)  # skipped by the fp16 scaler if a gradient overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        interval.add({"loss": loss})
+        return int(tokens)
+
+    def diverged(self, loss: float):
+        kept = checkpoints(self.out_dir) if self.out_dir is not None else []
+        where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
+        raise FloatingPointError(
+            f"the loss became {loss} at step {self.step + 1}: training diverged; {where}. "
+            f"Try a lower learning rate (lr is {self.config.lr}) or a longer warmup.")
+
+    @torch.no_grad()
+    def evaluate(self, data: Sequence, collate: Collate) -> dict[str, float]:
+        """Mean loss and metrics over `data`, in order, each process taking every world-th
+        example. The random state is seeded, then put back: evaluating never changes the
+        training run."""
+        size = self.config.batch_size // self.world
+        mine = range(self.rank, len(data), self.world)
+        means = Means(self.device)
+        self.model.eval()
+        with self.seeded():
+            for start in range(0, len(mine), size):
+                examples = [data[i] for i in mine[start:start + size]]
+                batch = self.to_device(collate(examples))
+                with self.autocast():
+                    output = self.model(**batch)
+                values = {"loss": output.loss, **(self.metrics(batch, output) if self.metrics
+                                                  else {})}
+                means.add(values, weight=len(examples))
+        self.model.train()
+        return means.read(self.world)
+
+    def random_state(self) -> dict:
+        """This process's random state: the global generators', and the collate function's."""
+        state = rng_state()
+        if hasattr(self.collate, "state_dict"):
+            state["collate"] = self.collate.state_dict()
+        return state
+
+    def set_random_state(self, state: dict) -> None:
+        set_rng_state(state)
+        if "collate" in state:
+            self.collate.load_state_dict(state["collate"])
+
+    @contextlib.contextmanager
+    def seeded(self) -> Iterator[None]:
+        """Run a block with the global generators seeded, then put the random state back."""
+        saved = self.random_state()
+        set_seed(self.config.seed)
+        try:
+            yield
+        finally:
+            self.set_random_state(saved)
+
+    def log(self, split: str, **values) -> dict:
+        row = {"step": self.step, "split": split, **values}
+        self.history.append(row)
+        if self.out_dir is not None and self.rank == 0:
+            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        return row
+
+    def start_run(self, num_examples: int) -> None:
+        """Make the run directory, or resume: load the latest checkpoint and drop the log rows
+        written after it (by a run that died before its next checkpoint)."""
+        if self.out_dir is None:
+            return
+        log = self.out_dir / "metrics.jsonl"
+        if not self.config.resume:
+            if log.exists() or checkpoints(self.out_dir):
+                raise ValueError(f"{self.out_dir} already holds a run: resume it or choose "
+                                 "another directory")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            return
+        self.load_checkpoint(num_examples)
+        if self.rank == 0 and log.exists():
+            rows = log.read_text(encoding="utf-8").splitlines()
+            kept = [r for r in rows if r and json.loads(r)["step"] <= self.step]
+            log.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
+
+    def save_checkpoint(self, num_examples: int) -> None:
+        """Write checkpoint-{step}: the model (Hugging Face layout) and training_state.pt. It is
+        written to a temporary directory, then renamed into place, so a crash while writing
+        leaves the previous checkpoint whole; older ones beyond keep_checkpoints are removed."""
+        states = [self.random_state()]
+        if self.world > 1:  # every process's, in rank order
+            states = [None] * self.world
+            dist.all_gather_object(states, self.random_state())
+        if self.rank != 0:
+            return
+        tmp = self.out_dir / f".tmp-checkpoint-{self.step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(), "rng": states,
+                    "data": {"seed": self.config.seed, "batch_size": self.config.batch_size,
+                             "num_examples": num_examples}},
+                   tmp / "training_state.pt")
+        tmp.rename(self.out_dir / f"checkpoint-{self.step}")
+        for old in checkpoints(self.out_dir)[:-self.config.keep_checkpoints]:
+            shutil.rmtree(old)
+
+    def load_checkpoint(self, num_examples: int) -> None:
+        found = checkpoints(self.out_dir) if self.out_dir.is_dir() else []
+        if not found:
+            raise ValueError(f"nothing to resume: {self.out_dir} has no checkpoint-* directory")
+        path = found[-1]
+        state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
+        data = {"seed": self.config.seed, "batch_size": self.config.batch_size,
+                "num_examples": num_examples}
+        if state["data"] != data:
+            raise ValueError(f"{path} was trained with {state['data']}, this run has {data}: "
+                             "resume with the same data, seed and batch size")
+        if len(state["rng"]) != self.world:
+            raise ValueError(f"{path} was written by {len(state['rng'])} processes; resume "
+                             f"with the same number (this run has {self.world})")
+        self.model.load_state_dict(load_file(path / "model.safetensors", device=str(self.device)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.set_random_state(state["rng"][self.rank])
+        self.step = state["step"]
+        if self.rank == 0:
+            for unfinished in self.out_dir.glob(".tmp-checkpoint-*"):
+                shutil.rmtree(unfinished)

@@ -1,0 +1,151 @@
+"""`bertlab pretrain`: a few steps end to end, an exact resume, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertlab import BertForPreTraining, cli
+from bertlab.cli import main, pretraining_text
+from bertlab.data.corpus import load_corpus
+from bertlab.tokenization import load_tokenizer
+from bertlab.training import Trainer
+
+BERTLAB = Path(sys.executable).parent / "bertlab"  # the installed console script
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Four short works, 150 spoken lines each: two to train on, two held out."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for name, work in zip("abcd", load_corpus()[:4]):
+        lines = pretraining_text(work).splitlines()[:150]
+        (folder / f"work_{name}.txt").write_text("\n".join(lines), encoding="utf-8")
+    return folder
+
+
+def tiny_run(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--corpus", str(corpus), "--holdout", "work_c", "WORK_D", "--steps", "6",
+            "--batch-size", "8", "--max-seq-len", "32", "--vocab-size", "300",
+            "--dupe-factor", "1", "--eval-every", "3", "--checkpoint-every", "3",
+            "--out", str(out), *extra]
+
+
+def test_pretrain_writes_a_self_contained_checkpoint(corpus, tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run([BERTLAB, *tiny_run(corpus, run)], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 works" in done.stdout and "held-out MLM accuracy" in done.stdout
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "metrics.jsonl",
+            "pretrain_args.json", "checkpoint-6"} <= {p.name for p in run.iterdir()}
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in rows] == [(3, "eval"), (6, "train"), (6, "eval")]
+    assert {"loss", "mlm_acc", "nsp_acc"} <= rows[-1].keys()
+    assert {"lr", "tokens_per_s"} <= rows[1].keys()
+
+    ours = BertForPreTraining.from_pretrained(run)
+    tokenizer = load_tokenizer(run)
+    vocab = (run / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(vocab) == tokenizer.get_vocab_size() == ours.config.vocab_size
+    assert all(tokenizer.token_to_id(token) == i for i, token in enumerate(vocab))
+
+    import transformers  # the run directory is all transformers needs, tokenizer included
+    text = "What light through yonder window breaks?"
+    theirs_tokenizer = transformers.AutoTokenizer.from_pretrained(run)
+    assert theirs_tokenizer(text)["input_ids"] == tokenizer.encode(text).ids
+    theirs = transformers.BertForPreTraining.from_pretrained(run).eval()
+    batch = theirs_tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        expected = theirs(**batch).prediction_logits
+        got = ours.eval()(batch["input_ids"], batch["token_type_ids"],
+                          batch["attention_mask"]).mlm_logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_ends_exactly_where_an_uninterrupted_run_does(corpus, tmp_path, monkeypatch):
+    original, trained = cli.train_wordpiece, []
+
+    def train_wordpiece_once(texts, **kwargs):  # WordPiece training numbers ## pieces at random
+        if not trained:
+            trained.append(original(texts, **kwargs))
+        return trained[0]
+
+    monkeypatch.setattr(cli, "train_wordpiece", train_wordpiece_once)
+    assert main(tiny_run(corpus, tmp_path / "whole")) == 0
+    update = Trainer.update
+
+    def dies_at_step_5(self, *args):  # after checkpoint-3
+        if self.step == 4:
+            raise Interrupted
+        return update(self, *args)
+
+    monkeypatch.setattr(Trainer, "update", dies_at_step_5)
+    with pytest.raises(Interrupted):
+        main(tiny_run(corpus, tmp_path / "resumed"))
+    monkeypatch.setattr(Trainer, "update", update)
+    assert main(tiny_run(corpus, tmp_path / "resumed", "--resume")) == 0
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # masks and all
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--holdout", "Nope"], "no work titled 'Nope'"),
+    (["--batch-size", "8", "--grad-accum", "3"], "divide evenly"),
+    (["--max-seq-len", "3"], "max_seq_len must be at least 5"),
+    (["--lr", "-1"], "lr must be > 0"),
+    (["--resume"], "nothing to resume"),
+])
+def test_bad_settings_are_one_line_errors(corpus, tmp_path, capsys, extra, message):
+    assert main(tiny_run(corpus, tmp_path / "run", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bertlab: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_used_directory_needs_resume_and_the_same_settings(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_run(corpus, run)) == 0
+    capsys.readouterr()
+    assert main(tiny_run(corpus, run)) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert main(tiny_run(corpus, run, "--resume", "--lr", "0.01")) == 2
+    assert "these differ: --lr 0.01 (the run has None)" in capsys.readouterr().err
+
+
+def test_unknown_preset_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["pretrain", "--preset", "huge", "--out", "x"])
+    assert exit.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_help_names_every_setting(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["pretrain", "--help"])
+    assert exit.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--preset", "--corpus", "--steps", "--out", "--device", "--precision",
+                 "--batch-size", "--grad-accum", "--lr", "--warmup", "--max-seq-len",
+                 "--vocab-size", "--compile", "--resume", "--seed", "--dropout", "--eval-every",
+                 "--holdout", "--checkpoint-every"):
+        assert flag in help_text
+
+
+def test_a_play_contributes_its_spoken_lines_only():
+    hamlet = next(d for d in load_corpus() if d.title == "Hamlet")
+    lines = pretraining_text(hamlet).splitlines()
+    speeches = [s for scene in hamlet.scenes for s in scene.speeches]
+    assert lines[0] == speeches[0].lines[0]
+    assert len(lines) == sum(len(s.lines) for s in speeches)
+    assert not any(line.startswith(("Scene ", "Enter ")) for line in lines[:50])
