@@ -1,0 +1,160 @@
+"""bertlab.checks: every check passes the reference and fails, with a message that helps and
+without crashing, on a stub, on each typical mistake, and on garbage."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from bertlab import BertConfig, BertModel, checks
+
+EXERCISES = list(checks.EXERCISES.values())
+MISTAKES = [(e, m) for e in EXERCISES for m in e.mistakes]
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError("write your code here")
+
+
+GARBAGE = {
+    "None": lambda *args, **kwargs: None,
+    "a string": lambda *args, **kwargs: "42",
+    "a wrong shape": lambda *args, **kwargs: torch.zeros(3, 5, 7),
+    "its first input": lambda *args, **kwargs: args[0],
+}
+
+
+def failure(check, fn) -> str:
+    with pytest.raises(checks.CheckFailed) as info:
+        check(fn)
+    return str(info.value)
+
+
+def test_one_check_per_exercise_of_the_ten_notebooks():
+    assert len(EXERCISES) >= 30
+    for exercise in EXERCISES:
+        assert getattr(checks, exercise.name) is exercise
+        assert len(exercise.cases()) >= 2 and exercise.mistakes and exercise.hint
+    solutions = sorted((Path(__file__).parents[1] / "solutions").glob("*.ipynb"))
+    assert len(solutions) == 10
+    called = []
+    for path in solutions:
+        tests = [cell.source for cell in nbformat.read(path, as_version=4).cells
+                 if cell.metadata.get("nbgrader", {}).get("grade")]
+        assert len(tests) >= 3, path.name
+        called += [re.match(r"checks\.(\w+)\(", source).group(1) for source in tests]
+    assert sorted(called) == sorted(checks.EXERCISES)
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_the_reference_passes(exercise, capsys):
+    exercise(exercise.reference)
+    n = len(exercise.cases())
+    assert capsys.readouterr().out == f"✓ {exercise.name}: {n}/{n} cases passed\n"
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_a_stub_is_not_implemented_yet(exercise):
+    assert failure(exercise, stub) == (f"✗ {exercise.name}: not implemented yet — replace the "
+                                       "`raise NotImplementedError` line with your code")
+
+
+@pytest.mark.parametrize("exercise, mistake", MISTAKES,
+                         ids=[f"{e.name}-{i}" for e in EXERCISES for i in range(len(e.mistakes))])
+def test_a_typical_mistake_fails_with_its_own_hint(exercise, mistake):
+    message = failure(exercise, mistake.fn)
+    first, case, hint = message.splitlines()
+    assert first.startswith(f"✗ {exercise.name}: ") and first.endswith(" cases passed")
+    assert case.startswith("  case '")
+    assert hint == f"  hint: {mistake.hint}"
+
+
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_garbage_fails_cleanly(exercise, garbage):
+    message = failure(exercise, garbage)
+    assert message.startswith(f"✗ {exercise.name}: 0/")
+    assert f"\n  hint: {exercise.hint}" in message or any(
+        f"\n  hint: {m.hint}" in message for m in exercise.mistakes)
+
+
+def test_a_failure_names_the_case_and_the_first_differing_value():
+    def unscaled(q, k, v, mask=None):
+        weights = (q @ k.transpose(-2, -1)).softmax(-1)
+        return weights @ v, weights
+    message = failure(checks.attention, unscaled)
+    assert "case 'one sequence (T=4, d=8), no mask': output[0, 0]: expected " in message
+    assert "hint: forgot to scale by 1/sqrt(d)?" in message
+
+
+def test_wrong_shape_and_dtype_are_named():
+    assert "output has shape (2, 3, 20), expected (2, 5, 12)" in failure(
+        checks.merge_heads, lambda x: x.flatten(2))
+    assert "has dtype torch.int64, expected torch.bool" in failure(
+        checks.padding_mask, lambda m: m[:, None, :])
+
+
+def test_an_exception_is_reported_with_the_line_that_raised():
+    def attention(q, k, v, mask=None):
+        scores = q @ k  # forgot the transpose
+        return scores, scores
+    message = failure(checks.attention, attention)
+    assert "your function raised RuntimeError: " in message
+    assert "(line " in message and ": scores = q @ k  # forgot the transpose)" in message
+
+
+def test_changing_an_input_in_place_is_reported():
+    def mask_tokens(ids, positions, draws, random_ids, mask_id):
+        labels = torch.full_like(ids, -100)
+        labels[positions] = ids[positions]
+        ids[positions] = torch.where(draws < 0.8, mask_id,
+                                     torch.where(draws < 0.9, random_ids, ids[positions]))
+        return ids, labels
+    message = failure(checks.mask_tokens, mask_tokens)
+    assert "your function changed its input `ids` in place" in message
+
+
+def test_jupyter_shows_only_the_message():
+    error = checks.CheckFailed("✗ x: 0/1 cases passed\n  case 'a': wrong\n  hint: h")
+    assert error._render_traceback_() == ["✗ x: 0/1 cases passed", "  case 'a': wrong",
+                                          "  hint: h"]
+
+
+def test_not_a_function():
+    assert "pass your function itself, got 5 (int)" in failure(checks.softmax, 5)
+
+
+def test_a_check_leaves_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    checks.split_heads(checks.reference_split_heads)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_the_parameter_formula_behind_the_mistakes_counts_like_the_model():
+    config = BertConfig.tiny(vocab_size=300)
+    assert checks.parameter_formula(config) == BertModel(config).num_parameters()
+    assert checks.parameter_formula(BertConfig.base()) == 109_482_240
+    assert checks.parameter_formula(BertConfig.large()) == 335_141_888
+
+
+def test_checks_add_nothing_to_bertlab_classes():
+    """`bertlab grade` reports any attribute added to a bertlab class as tampering; run in a fresh
+    interpreter, so that nothing else has touched the classes before."""
+    script = """
+import sys
+from bertlab import checks
+classes = [v for name, m in list(sys.modules.items()) if name.startswith("bertlab")
+           for v in vars(m).values() if isinstance(v, type) and v.__module__.startswith("bertlab")]
+before = {c: set(vars(c)) for c in classes}
+for exercise in checks.EXERCISES.values():
+    exercise(exercise.reference)
+print(sorted(f"{c.__name__}.{k}" for c in classes for k in set(vars(c)) - before[c]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[]"

@@ -1,0 +1,152 @@
+"""bertlab grade: a hostile submission costs only what it breaks, and the grader always finishes.
+
+One grading run covers every hostile submission of the toy assignment (tests/fixtures/grading);
+another grades the course's real solutions (full marks) and their exercises (zero).
+"""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bertlab.authoring import make_exercises
+from bertlab.cli import main
+from bertlab.grading import bound_names, find_submissions, load_assignments, student_cells
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "grading"
+spec = importlib.util.spec_from_file_location("hostile", FIXTURES / "hostile.py")
+hostile = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hostile)
+
+# student: points for double (of 1), softmax (of 2), answer (of 1), and what the notes must say
+EXPECTED = {
+    "perfect": (1, 2, 1, ""),
+    "untouched": (0, 0, 0, "your cell 'answer': NotImplementedError"),
+    "syntax_error": (1, 0, 1, "your cell 'softmax': SyntaxError"),
+    "exception": (0, 2, 1, ""),
+    "infinite_loop": (1, 0, 1, "the test of 'softmax': still running after the time limit of 10 s"),
+    "stubborn_loop": (1, 2, 0, "your cell 'answer': still running after the time limit of 10 s; "
+                               "reran the notebook without it"),
+    "sys_exit": (0, 2, 1, "your cell 'double': SystemExit"),
+    "os_exit": (1, 0, 1, "the test of 'softmax': the kernel died (exit code 1); reran the "
+                         "notebook without it"),
+    "fork_bomb": (1, 2, 0, "your cell 'answer': PermissionError: [Errno 1] Operation not "
+                           "permitted"),
+    "memory_hog": (0, 2, 1, "your cell 'double': MemoryError"),
+    "huge_output": (1, 2, 1, ""),
+    "malformed": (0, 0, 0, "not a readable notebook"),
+    "truncated": (0, 0, 0, "not a readable notebook"),
+    "empty": (0, 0, 0, "the file is empty"),
+    "wrong_assignment": (0, 0, 0, "none of the exercise cells of toy (its cells are setup, triple, "
+                                  "triple-test): wrong notebook?"),
+    "missing_cell": (1, 0, 1, "cells missing: softmax (graded as not done)"),
+    "edited_tests": (0, 0, 0, "your cell 'answer': NotImplementedError"),
+    "fake_output": (0, 0, 0, "your cell 'answer': NotImplementedError"),
+    "rebind_names": (0, 2, 1, ""),
+    "tamper_modules": (0, 0, 0, "tampering found after your cell 'double': "
+                                "builtins.AssertionError replaced; torch.equal replaced; "
+                                "torch.testing.assert_close replaced"),
+    "tamper_in_call": (0, 0, 0, "tampering found after the test of 'softmax': torch.allclose "
+                                "replaced; torch.testing.assert_close replaced"),
+    "tamper_kernel": (0, 0, 0, "tampering found after your cell 'answer': the IPython "
+                               "shell.run_cell_async added"),
+    "tamper_guard": (0, 0, 0, "the kernel answered for the grader's check without running it"),
+}
+
+
+def read_gradebook(path: Path) -> dict[tuple[str, str], dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {(row["student"], row["assignment"]): row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """Grade every hostile submission at once, two kernels at a time, with short time limits."""
+    root = tmp_path_factory.mktemp("grading")
+    submissions = root / "submissions"
+    hostile.write(submissions)
+    other = hostile.notebook(hostile.exercise("other"), **hostile.solved("other"))
+    (submissions / "perfect" / "other.ipynb").write_bytes(other)
+    (submissions / "stray").mkdir()
+    (submissions / "stray" / "homework.ipynb").write_bytes(hostile.PERFECT)
+    assert main(["grade", str(submissions), "--solutions", str(FIXTURES / "solutions"),
+                 "--out", str(root / "grades"), "--jobs", "2", "--cell-timeout", "10",
+                 "--notebook-timeout", "60", "--memory-mb", "3000"]) == 0
+    return root / "grades"
+
+
+def test_gradebook_has_a_column_per_exercise_and_a_row_per_submission(hostile_run):
+    with open(hostile_run / "gradebook.csv", newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header == ["student", "assignment", "double", "softmax", "answer", "triple", "total",
+                      "max", "notes"]
+    rows = read_gradebook(hostile_run / "gradebook.csv")
+    assert set(rows) == {(s, "toy") for s in EXPECTED} | {("perfect", "other"), ("stray", "")}
+
+
+@pytest.mark.parametrize("student", EXPECTED)
+def test_each_hostile_submission_scores_exactly_what_it_earned(hostile_run, student):
+    double, softmax, answer, note = EXPECTED[student]
+    row = read_gradebook(hostile_run / "gradebook.csv")[student, "toy"]
+    assert (row["double"], row["softmax"], row["answer"], row["triple"]) == (
+        str(double), str(softmax), str(answer), "")
+    assert (row["total"], row["max"]) == (str(double + softmax + answer), "4")
+    assert note in row["notes"] if note else row["notes"] == ""
+
+
+def test_second_assignment_and_unmatched_file(hostile_run):
+    rows = read_gradebook(hostile_run / "gradebook.csv")
+    assert (rows["perfect", "other"]["triple"], rows["perfect", "other"]["max"]) == ("1", "1")
+    assert rows["perfect", "other"]["double"] == ""
+    assert rows["stray", ""]["total"] == "0"
+    assert "cannot tell which assignment homework.ipynb is" in rows["stray", ""]["notes"]
+
+
+def test_feedback_says_what_passed_failed_and_why(hostile_run):
+    perfect = (hostile_run / "feedback" / "perfect.md").read_text()
+    assert "## toy: 4 / 4" in perfect and "## other: 1 / 1" in perfect
+    exception = (hostile_run / "feedback" / "exception.md").read_text()
+    assert "- **double**: 0 / 1, failed" in exception
+    assert "the test of 'double': ValueError: not today" in exception
+    assert "- **softmax**: 2 / 2, passed" in exception
+    broken = (hostile_run / "feedback" / "syntax_error.md").read_text()
+    assert "your cell 'softmax': SyntaxError" in broken
+    assert "the test of 'softmax': NameError: name 'softmax' is not defined" in broken
+
+
+def test_student_cells_refuse_what_is_not_a_notebook():
+    for data, problem in ((b"", "empty"), (b"[1, 2]", "no list of cells"), (b"\xff{", "readable")):
+        with pytest.raises(ValueError, match=problem):
+            student_cells(data)
+    assert student_cells(hostile.PERFECT)["answer"] == hostile.SOLVED["answer"]
+
+
+def test_bound_names_are_what_a_cell_defines_at_top_level():
+    source = ("import torch.nn as nn, math\nfrom torch import tensor as t\nx, (y, z) = 1, (2, 3)\n"
+              "def f(a):\n    b = a\n    return b\nclass C:\n    k = 1\nfor i in range(2):\n"
+              "    w = [j for j in range(i)]\n%time v = 1")
+    assert bound_names(source) == {"nn", "math", "t", "x", "y", "z", "f", "C", "i", "w"}
+
+
+def test_one_student_cannot_hand_in_the_same_assignment_twice(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder / "alice").mkdir(parents=True)
+        (tmp_path / folder / "alice" / "toy.ipynb").write_bytes(hostile.PERFECT)
+    with pytest.raises(ValueError, match="are both toy of student 'alice'"):
+        find_submissions([tmp_path], load_assignments(FIXTURES / "solutions"))
+
+
+def test_real_solutions_score_full_marks_and_their_exercises_zero(tmp_path):
+    make_exercises(ROOT / "solutions", tmp_path / "exercises")
+    assert main(["grade", str(ROOT / "solutions"), str(tmp_path / "exercises"), "--solutions",
+                 str(ROOT / "solutions"), "--out", str(tmp_path / "grades"), "--jobs", "2"]) == 0
+    rows = read_gradebook(tmp_path / "grades" / "gradebook.csv")
+    assignments = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+    assert sorted(a for s, a in rows if s == "solutions") == assignments
+    for (student, assignment), row in rows.items():
+        if student == "solutions":
+            assert (row["total"], row["notes"]) == (row["max"], ""), assignment
+        else:
+            assert (student, row["total"]) == ("exercises", "0"), assignment
