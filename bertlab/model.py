@@ -228,15 +228,22 @@ class BertForMaskedLM(BertPreTrainedModel):
         return HeadOutput(logits, loss, out.attentions)
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
+class BertClassifier(BertPreTrainedModel):
+    """BERT, dropout and one linear layer: the shape shared by the classification heads."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool, num_outputs: int):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, num_outputs)
+        self.init_weights()
+
+
+class BertForSequenceClassification(BertClassifier):
     """A linear classifier on the pooled [CLS] vector: one label per sequence (or pair)."""
 
     def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
+        super().__init__(config, add_pooling_layer=True, num_outputs=config.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 output_attentions=False) -> HeadOutput:
@@ -246,15 +253,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return HeadOutput(logits, loss, out.attentions)
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(BertClassifier):
     """A linear classifier on every token's vector: one label per token (-100 = no label)."""
 
     def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
+        super().__init__(config, add_pooling_layer=False, num_outputs=config.num_labels)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 output_attentions=False) -> HeadOutput:
@@ -267,15 +270,11 @@ class BertForTokenClassification(BertPreTrainedModel):
         return HeadOutput(logits, loss, out.attentions)
 
 
-class BertForMultipleChoice(BertPreTrainedModel):
+class BertForMultipleChoice(BertClassifier):
     """Scores each (context, choice) pair with one number; softmax over the choices."""
 
     def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, 1)
-        self.init_weights()
+        super().__init__(config, add_pooling_layer=True, num_outputs=1)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 output_attentions=False) -> HeadOutput:
