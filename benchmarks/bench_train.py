@@ -159,10 +159,14 @@ def main():
               f"{args.precision}, dropout 0, {args.rounds} blocks of {args.steps} updates each; "
               f"load average {load_before:.1f} before, {load_after:.1f} after")
     summary = (f"bertlab / transformers tokens/s: **{ratio:.2f}x**. transformers decodes the "
-               "vocabulary at every position, bertlab only at the ~15% masked ones (as BERT).")
+               "vocabulary at every position, bertlab only at the ~15% masked ones (as BERT). "
+               "Memory: one subprocess per model, VmRSS after setup and VmHWM (reset after "
+               "setup) over two blocks, from /proc/self/status.")
     print(header, table, summary, sep="\n\n")
     if not args.no_write:
-        command = "python " + " ".join(["benchmarks/bench_train.py", *sys.argv[1:]])
+        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " \
+            if "OMP_NUM_THREADS" in os.environ else ""
+        command = f"{threads}python " + " ".join(["benchmarks/bench_train.py", *sys.argv[1:]])
         write_section(f"{HEADING}\n\n`{command}` — {time.strftime('%Y-%m-%d')}, {header}\n\n"
                       f"{table}\n\n{summary}\n")
 
