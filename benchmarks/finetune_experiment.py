@@ -255,11 +255,12 @@ def markdown(args, table: dict, lrs: dict, cache: list[dict]) -> str:
                              + " | ".join(cells) + " |")
     seconds = {}
     for row in cache:
-        if "wall_seconds" in row and row["key"]["task"] in args.tasks:
-            seconds.setdefault((row["key"]["start"], row["key"]["size"]), []).append(
+        key = row["key"]
+        if "wall_seconds" in row and key["task"] in args.tasks and key["start"] in args.starts:
+            seconds.setdefault((key["task"], key["start"], key["size"]), []).append(
                 row["wall_seconds"])
-    timing = ", ".join(f"{start} at {size}: {statistics.mean(s):.0f} s"
-                       for (start, size), s in sorted(seconds.items()))
+    timing = ", ".join(f"{task} {start} at {size}: {statistics.mean(s):.0f} s"
+                       for (task, start, size), s in sorted(seconds.items()))
     return "\n".join(lines) + f"\n\nMean wall time of a run (training and scoring): {timing}.\n"
 
 
