@@ -496,8 +496,8 @@ notebook (submissions/alice/03_attention.ipynb) is that assignment, by the stude
 folder (alice). With a single solution notebook, any notebook is that assignment, by the student
 named by its file (submissions/alice.ipynb: alice).
 
-Every notebook runs in a fresh kernel of its own, in an empty temporary folder, with time, memory
-and process limits (and, run as root, as a user of its own): the instructor's cells, with the
+Every notebook runs in a fresh kernel of its own, in an empty temporary folder it alone may write
+to (Linux Landlock), with time, memory and process limits: the instructor's cells, with the
 student's solution cells and the hidden tests. A test cell scores its points if it runs without an
 exception. Writes OUT/gradebook.csv (student, assignment, one column per exercise, total, max,
 notes) and OUT/feedback/STUDENT.md.

@@ -16,13 +16,15 @@ the grader alone.
 
 Each notebook gets a fresh kernel in an empty temporary folder and a small environment, with
 limits on memory and file size, no way to start processes (a seccomp filter: a fork bomb stops at
-its first fork), a time limit per cell and per notebook, and, when the grader runs as root and the
-Python it runs is open to other users, a user of its own (uid 65000 + job slot) that can write
-nothing but that folder. Before the student's first cell, the kernel snapshots the reference code
-(builtins, torch, every loaded bertlab module, whatever the instructor's cells import, and the
-kernel itself); after every cell, anything replaced is put back, and before each test the names the
-instructor's cells defined (`torch`, `checks`, ...) are bound again. A notebook that tampered with
-the references scores 0 (see grading_runtime for what is watched and what is not).
+its first fork), no way to write anywhere but that folder (Landlock, Linux 5.13+: not the
+solutions, not the other students' files, not even as root), a time limit per cell and per
+notebook, and, when the grader runs as root and the Python it runs is open to other users, a user
+of its own (uid 65000 + job slot). Before the student's first cell, the kernel snapshots the
+reference code (builtins, torch, every loaded bertlab module, whatever the instructor's cells
+import, and the kernel itself); after every cell, anything replaced is put back, and before each
+test the names the instructor's cells defined (`torch`, `checks`, ...) are bound again. A
+notebook that tampered with the references scores 0 (see grading_runtime for what is watched and
+what is not).
 
 Failures cost only what they break. A cell that raises fails its exercise. A cell that runs past
 its time limit is interrupted; if it cannot be interrupted, or if a cell kills the kernel
@@ -570,12 +572,13 @@ def grade(paths: list[Path], solutions: Path, out: Path, jobs: int = 1,
         raise ValueError("bertlab grade confines student code with Linux resource limits and a "
                          "seccomp filter (x86_64 or aarch64): grade on Linux, e.g. in a container")
     users = [sandbox_user(slot) for slot in range(jobs)]
-    if None in users:
+    if None in users and not grading_runtime.landlock_abi():
         fix = (f"make {sys.executable} usable by other users" if os.geteuid() == 0
                else "grade as root (in a container)")
-        print("warning: the kernels run as your user, so student code could change your files "
-              f"(not the grades: every notebook is read before any kernel starts); {fix} to give "
-              "each kernel a user of its own", file=sys.stderr)
+        print("warning: this Linux has no Landlock and the kernels run as your user, so student "
+              "code could change your files (not the grades: every notebook is read before any "
+              f"kernel starts); grade on Linux 5.13 or later, or {fix} to give each kernel a user "
+              "of its own", file=sys.stderr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     slots: queue.Queue[int] = queue.Queue()

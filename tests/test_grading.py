@@ -6,6 +6,7 @@ another grades the course's real solutions (full marks) and their exercises (zer
 
 import csv
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,8 @@ EXPECTED = {
                            "permitted"),
     "memory_hog": (0, 2, 1, "your cell 'double': MemoryError"),
     "huge_output": (1, 2, 1, ""),
+    "scratch_files": (1, 2, 1, ""),
+    "escape": (1, 2, 1, ""),
     "malformed": (0, 0, 0, "not a readable notebook"),
     "truncated": (0, 0, 0, "not a readable notebook"),
     "empty": (0, 0, 0, "the file is empty"),
@@ -63,15 +66,23 @@ def read_gradebook(path: Path) -> dict[tuple[str, str], dict]:
 
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
-    """Grade every hostile submission at once, two kernels at a time, with short time limits."""
+    """Grade every hostile submission at once, two kernels at a time, with short time limits,
+    against a copy of the solutions that `escape` tries to overwrite (with a sentinel file and
+    another student's notebook)."""
     root = tmp_path_factory.mktemp("grading")
+    shutil.copytree(FIXTURES / "solutions", root / "solutions")
+    (root / "sentinel.txt").write_text("untouched")
     submissions = root / "submissions"
     hostile.write(submissions)
+    victims = (root / "solutions" / "toy.ipynb", root / "sentinel.txt",
+               submissions / "perfect" / "toy.ipynb")
+    (submissions / "escape").mkdir()
+    (submissions / "escape" / "toy.ipynb").write_bytes(hostile.escape(*victims))
     other = hostile.notebook(hostile.exercise("other"), **hostile.solved("other"))
     (submissions / "perfect" / "other.ipynb").write_bytes(other)
     (submissions / "stray").mkdir()
     (submissions / "stray" / "homework.ipynb").write_bytes(hostile.PERFECT)
-    assert main(["grade", str(submissions), "--solutions", str(FIXTURES / "solutions"),
+    assert main(["grade", str(submissions), "--solutions", str(root / "solutions"),
                  "--out", str(root / "grades"), "--jobs", "2", "--cell-timeout", "10",
                  "--notebook-timeout", "60", "--memory-mb", "3000"]) == 0
     return root / "grades"
@@ -94,6 +105,14 @@ def test_each_hostile_submission_scores_exactly_what_it_earned(hostile_run, stud
         str(double), str(softmax), str(answer), "")
     assert (row["total"], row["max"]) == (str(double + softmax + answer), "4")
     assert note in row["notes"] if note else row["notes"] == ""
+
+
+def test_kernels_cannot_write_outside_their_folder(hostile_run):
+    root = hostile_run.parent
+    solution = root / "solutions" / "toy.ipynb"
+    assert solution.read_bytes() == (FIXTURES / "solutions" / "toy.ipynb").read_bytes()
+    assert (root / "sentinel.txt").read_text() == "untouched"
+    assert (root / "submissions" / "perfect" / "toy.ipynb").read_bytes() == hostile.PERFECT
 
 
 def test_second_assignment_and_unmatched_file(hostile_run):
