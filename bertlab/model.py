@@ -135,7 +135,10 @@ class BertModel(BertPreTrainedModel):
         check_inputs(self.config, input_ids, token_type_ids, attention_mask)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
+        mask = None  # nothing padded: the fused attention kernels are fastest with no mask
+        if attention_mask is not None and (torch.compiler.is_compiling()
+                                           or not attention_mask.bool().all()):
+            mask = padding_mask(attention_mask)  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         x, attentions = self.encoder(x, mask, output_attentions)
         pooled = self.pooler(x) if self.pooler is not None else None  # (B, C)
