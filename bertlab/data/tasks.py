@@ -60,8 +60,8 @@ TRAIN = ("The Tempest", "The Two Gentlemen of Verona", "The Merry Wives of Winds
 DEV = ("Much Ado About Nothing", "A Midsummer Night's Dream",
        "Henry VI, Part 2", "Henry VIII",
        "Romeo and Juliet", "Julius Caesar")
-TEST = ("Twelfth Night", "The Winter's Tale",  # with Henry V and Macbeth: what `bertlab
-        "Henry V", "Richard II",  # pretrain` holds out by default
+TEST = ("Twelfth Night", "The Winter's Tale",  # `bertlab pretrain` holds these out by default
+        "Henry V", "Richard II",
         "Macbeth", "Othello")
 SPLITS = {"train": TRAIN, "dev": DEV, "test": TEST}  # every play in exactly one
 SPLIT_NAMES = tuple(SPLITS)
