@@ -75,7 +75,7 @@ def write_section(section: str) -> None:
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(HEADING) + r".*?(?=\n## |\Z)", re.S)
     if pattern.search(text):
-        text = pattern.sub(lambda _: section.strip("\n"), text)
+        text = pattern.sub(lambda _: section.strip("\n") + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section.strip("\n")
     RESULTS.write_text(text + "\n", encoding="utf-8")
