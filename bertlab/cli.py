@@ -93,6 +93,20 @@ examples:
 """
 
 
+def add_hardware_arguments(group) -> None:
+    """How a run uses the machine: the same flags for pretrain and finetune."""
+    group.add_argument("--grad-accum", type=int, default=1,
+                       help="split each batch into this many micro-batches: the same update "
+                            "in less memory (%(default)s)")
+    group.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="auto (the default): bf16 on GPUs that have it, else fp16; fp32 "
+                            "elsewhere. On a CPU, bf16 is ~2x faster with AVX-512 BF16 "
+                            "(`lscpu | grep avx512_bf16`) and ~20x slower without")
+    group.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: the best present)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the model (faster on GPUs)")
+
+
 def add_pretrain(commands) -> None:
     p = commands.add_parser("pretrain", help="pretrain a small BERT on a corpus",
                             description=PRETRAIN_HELP,
@@ -123,21 +137,13 @@ def add_pretrain(commands) -> None:
     training.add_argument("--steps", type=int, default=3000, help="optimizer updates (%(default)s)")
     training.add_argument("--batch-size", type=int, default=64,
                           help="examples per update (%(default)s)")
-    training.add_argument("--grad-accum", type=int, default=1,
-                          help="split each batch into this many micro-batches: the same update "
-                               "in less memory (%(default)s)")
     training.add_argument("--lr", type=float,
                           help="peak learning rate; by preset: " +
                                ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()))
     training.add_argument("--warmup", type=float, default=0.05,
                           help="warmup: a fraction of --steps (< 1) or a number of steps "
                                "(%(default)s)")
-    training.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                          help="auto (the default): bf16 on GPUs that have it, else fp16; fp32 "
-                               "elsewhere")
-    training.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: the best present)")
-    training.add_argument("--compile", action="store_true",
-                          help="torch.compile the model (faster on GPUs)")
+    add_hardware_arguments(training)
     training.add_argument("--seed", type=int, default=0,
                           help="seeds the model, the data and its masks (%(default)s)")
     run = p.add_argument_group("run")
@@ -314,21 +320,12 @@ def add_finetune(commands) -> None:
                           help="at most this many updates (default: no limit)")
     training.add_argument("--batch-size", type=int, default=32,
                           help="examples per update (%(default)s)")
-    training.add_argument("--grad-accum", type=int, default=1,
-                          help="split each batch into this many micro-batches: the same update "
-                               "in less memory (%(default)s)")
     training.add_argument("--lr", type=float,
                           help="peak learning rate (default: by the model's width, see above)")
     training.add_argument("--warmup", type=float, default=0.1,
                           help="warmup: a fraction of the steps (< 1) or a number of steps "
                                "(%(default)s)")
-    training.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                          help="auto (the default): bf16 on GPUs that have it, else fp16; fp32 "
-                               "elsewhere. On a CPU, bf16 is ~2x faster with AVX-512 BF16 "
-                               "(`lscpu | grep avx512_bf16`) and ~20x slower without")
-    training.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: the best present)")
-    training.add_argument("--compile", action="store_true",
-                          help="torch.compile the model (faster on GPUs)")
+    add_hardware_arguments(training)
     training.add_argument("--seed", type=int, default=0,
                           help="seeds the training subset, the new head, dropout and the order "
                                "(%(default)s); the task's examples are always the same")
