@@ -16,7 +16,8 @@ the same subsets. Scores are on the test works: mean +- standard deviation over 
 Every run is cached as one JSON line in benchmarks/finetune_runs.jsonl, keyed by its settings:
 a killed experiment continues where it stopped, and a subset adds to what is there. At the end
 the table (of everything cached for the settings asked) and a learning-curve plot
-(benchmarks/finetune_experiment.png) are written, with this command, to benchmarks/RESULTS.md.
+(benchmarks/finetune_experiment.png) are written, with this command, to benchmarks/RESULTS.md,
+and the table's runs as flat rows to benchmarks/finetune_experiment.json (chapter 8 reads it).
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ matplotlib.use("Agg")
 HEADING = "## Fine-tuning: pretrained vs scratch (finetune_experiment.py)"
 CACHE = "finetune_runs.jsonl"
 PLOT = "finetune_experiment.png"
+SUMMARY = "finetune_experiment.json"  # the table's runs as flat rows, for chapter 8
 STARTS = ("scratch", "ours", "minilm")
 LR_GRIDS = {"scratch": (2e-4, 5e-4, 1e-3), "ours": (2e-4, 5e-4, 1e-3),
             "minilm": (5e-5, 1e-4, 2e-4)}
 CHANCE = {"genre": 1 / 3, "next_line": 1 / 4}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,16 +100,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_cache(folder: Path) -> list[dict]:
+    """The cached runs, the first of each key (experiments run side by side may repeat one)."""
     if not (folder / CACHE).exists():
         return []
-    lines = (folder / CACHE).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line]
+    rows = {}
+    for line in (folder / CACHE).read_text(encoding="utf-8").splitlines():
+        if line:
+            row = json.loads(line)
+            rows.setdefault(json.dumps(row["key"], sort_keys=True), row)
+    return list(rows.values())
 
 
 def settings(args) -> dict:
-    """What every run of this experiment shares; a run is reused only if these match."""
-    return {k: getattr(args, k) for k in ("epochs", "min_steps", "max_steps", "batch_size",
-                                          "max_seq_len", "precision", "checkpoint")}
+    """What every run of this experiment shares; a run is reused only if these match. The
+    checkpoint is named relative to the repository when it is in it, so that clones share runs."""
+    checkpoint = Path(args.checkpoint).resolve()
+    if checkpoint.is_relative_to(ROOT):
+        checkpoint = checkpoint.relative_to(ROOT)
+    return {**{k: getattr(args, k) for k in ("epochs", "min_steps", "max_steps", "batch_size",
+                                             "max_seq_len", "precision")},
+            "checkpoint": str(checkpoint)}
 
 
 def cached_or_run(args, key: dict, cache: list[dict]) -> dict:
@@ -217,9 +230,10 @@ def experiment(args, cache: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------- the report
 
 
-def collect(args, cache: list[dict], lrs: dict) -> dict:
-    """{(task, start): {size: [test scores over seeds]}} for the runs asked for."""
-    table = {}
+def chosen_rows(args, cache: list[dict], lrs: dict) -> list[dict]:
+    """The cached runs asked for (at each start's chosen learning rate), one flat row each:
+    task, start, size, examples, seed, lr and the test score under the task's metric's name."""
+    rows = []
     for row in cache:
         key = row["key"]
         start = key["start"]
@@ -231,8 +245,19 @@ def collect(args, cache: list[dict], lrs: dict) -> dict:
             chosen = (wanted and start in args.starts and lrs.get((key["task"], start)) == key["lr"]
                       and all(key[k] == v for k, v in settings(args).items()))
         if chosen:
-            scores = table.setdefault((key["task"], start), {}).setdefault(key["size"], [])
-            scores.append(row["test"][TASKS[key["task"]].metric])
+            metric = TASKS[key["task"]].metric
+            rows.append({"task": key["task"], "start": start, "size": key["size"],
+                         "examples": row["train_size"], "seed": key["seed"],
+                         "lr": key.get("lr"), metric: row["test"][metric]})
+    return rows
+
+
+def collect(rows: list[dict]) -> dict:
+    """{(task, start): {size: [test scores over seeds]}}."""
+    table = {}
+    for row in rows:
+        scores = table.setdefault((row["task"], row["start"]), {}).setdefault(row["size"], [])
+        scores.append(row[TASKS[row["task"]].metric])
     return table
 
 
@@ -321,11 +346,14 @@ def main(argv=None):
                for task in args.tasks for start in args.starts}
     else:
         lrs = experiment(args, cache)
-    table = collect(args, cache, lrs)
+    rows = chosen_rows(args, cache, lrs)
+    table = collect(rows)
     plot(args, table)
     write_section(args.dir / "RESULTS.md", f"{HEADING}\n\n{how(args)}\n\n"
                   f"{markdown(args, table, lrs, cache)}\n![learning curves]({PLOT})\n")
-    print(f"wrote {args.dir / 'RESULTS.md'} and {args.dir / PLOT}")
+    summary = {"command": how(args), "rows": rows}
+    (args.dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.dir / 'RESULTS.md'}, {args.dir / PLOT} and {args.dir / SUMMARY}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """bertlab: BERT built from scratch, small enough to read, exact enough to load real checkpoints."""
 
 from .attention import MultiHeadSelfAttention, scaled_dot_product_attention
-from .checkpoint import CheckpointWarning, minilm_path
+from .checkpoint import CheckpointWarning, course_model_path, minilm_path
 from .config import BertConfig
 from .embeddings import BertEmbeddings
 from .encoder import BertEncoder, BertLayer
@@ -22,6 +22,6 @@ __all__ = [
     "BertConfig", "BertEmbeddings", "BertEncoder", "BertLayer", "MultiHeadSelfAttention",
     "scaled_dot_product_attention", "BertModel", "BertForPreTraining", "BertForMaskedLM",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForMultipleChoice",
-    "BertForQuestionAnswering", "CheckpointWarning", "minilm_path", "course_scale",
-    "default_device", "notebook_setup",
+    "BertForQuestionAnswering", "CheckpointWarning", "course_model_path", "minilm_path",
+    "course_scale", "default_device", "notebook_setup",
 ]

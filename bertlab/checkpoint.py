@@ -44,6 +44,19 @@ def minilm_path() -> Path:
     return path
 
 
+COURSE_MODEL = Path(__file__).resolve().parents[1] / "models" / "bertlab-tiny-shakespeare"
+
+
+def course_model_path() -> Path:
+    """The directory of the course's own pretrained tiny BERT, with its tokenizer and training log
+    (made by `bertlab pretrain`; see its README.md)."""
+    if not (COURSE_MODEL / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the course's pretrained checkpoint is not at {COURSE_MODEL}: it ships with the "
+            "repository (models/), so run the course from a clone of it")
+    return COURSE_MODEL
+
+
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     if not directory.is_dir():
         raise ValueError(f"checkpoint directory {directory} does not exist")
@@ -130,8 +143,11 @@ def atomic_write(target: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path to target (atomic on POSIX and Windows)."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # what open() would have made, not mkstemp's private 0600
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

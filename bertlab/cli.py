@@ -20,12 +20,13 @@ import torch
 import torch.distributed as dist
 
 from . import authoring, grading
-from .checkpoint import CheckpointWarning, minilm_path
+from .checkpoint import COURSE_MODEL, CheckpointWarning, minilm_path
 from .config import BertConfig
 from .data.corpus import load_corpus
 from .data.pretraining import pretraining_examples
 from .data.tasks import TASKS, TEST, encode_task, evaluate, get_task, load_task, subsample
 from .model import BertForPreTraining
+from .model_card import blanks, write_model_card
 from .runtime import default_device
 from .tokenization import load_tokenizer, save_tokenizer, train_wordpiece
 from .training import (
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     add_make_exercises(commands)
     add_grade(commands)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the model card's command
     if args.command is None:
         parser.print_help()
         return 0
@@ -157,6 +159,7 @@ def add_pretrain(commands) -> None:
 
 
 def pretrain(args) -> int:
+    started = time.perf_counter()
     out = Path(args.out)
     device = torch.device(args.device) if args.device else default_device()
     with distributed(device) as (rank, world, device):  # under torchrun: one of `world` processes
@@ -174,12 +177,8 @@ def pretrain(args) -> int:
         tokenizer = load_tokenizer(out)
         examples = pretraining_examples(texts, tokenizer, args.max_seq_len, args.seed,
                                         dupe_factor=args.dupe_factor, dynamic_masking=True)
-        eval_examples, eval_collate = None, None
-        if held_out:  # masked once, so that every evaluation asks the same questions
-            eval_examples = pretraining_examples([pretraining_text(d) for d in held_out],
-                                                 tokenizer, args.max_seq_len, args.seed,
-                                                 dupe_factor=1)
-            eval_collate = eval_examples.collate
+        eval_examples = held_out_examples(held_out, tokenizer, args.max_seq_len, args.seed)
+        eval_collate = eval_examples.collate if eval_examples else None
 
         set_seed(args.seed)
         model = BertForPreTraining(BertConfig.preset(
@@ -201,6 +200,14 @@ def pretrain(args) -> int:
         history = train(model, examples, config, collate=examples.collate,
                         eval_data=eval_examples, eval_collate=eval_collate,
                         metrics=pretraining_metrics)
+        if rank == 0:
+            held_out_lines = [line for d in held_out for line in pretraining_text(d).splitlines()]
+            write_model_card(
+                out, " ".join(["bertlab", *args.argv]), time.perf_counter() - started, device,
+                [d.title for d in held_out],
+                f"{len(training_docs)} works, {len(examples):,} sentence pairs of up to "
+                f"{args.max_seq_len} tokens (dupe factor {args.dupe_factor})",
+                blanks(model, tokenizer, held_out_lines) if held_out_lines else [])
     if rank == 0:
         final = [row for row in history if row["split"] == "eval"][-1:]
         scores = (f"held-out MLM accuracy {final[0]['mlm_acc']:.1%}, NSP accuracy "
@@ -209,10 +216,19 @@ def pretrain(args) -> int:
     return 0
 
 
+def held_out_examples(held_out, tokenizer, max_seq_len: int, seed: int):
+    """The evaluation set of the held-out works (None if there are none): sentence pairs masked
+    once, so that every evaluation, and anyone re-checking a run, asks the same questions."""
+    if not held_out:
+        return None
+    return pretraining_examples([pretraining_text(d) for d in held_out], tokenizer, max_seq_len,
+                                seed, dupe_factor=1)
+
+
 def prepare_run_dir(out: Path, args) -> None:
     """A new run needs an empty directory; a resumed one the settings it was started with.
     Saves the settings as COMMAND_args.json (pretrain_args.json, finetune_args.json)."""
-    settings = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("run", "command", "argv")}
     saved_file = out / f"{args.command}_args.json"
     if args.resume:
         if not saved_file.is_file():
@@ -259,7 +275,7 @@ def pretraining_text(document) -> str:
 
 # ---------------------------------------------------------------------------------- finetune
 
-COURSE_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "bertlab-tiny-shakespeare"
+COURSE_CHECKPOINT = COURSE_MODEL
 
 FINETUNE_HELP = """\
 Fine-tune a BERT on one of the course's four tasks and score it on the task's dev and test works.

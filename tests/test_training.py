@@ -240,6 +240,17 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     assert [p.name for p in checkpoints(run)] == ["checkpoint-6"]
 
 
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    """Written to a private temporary file then renamed, they must not stay private (0600)."""
+    old = os.umask(0o022)
+    try:
+        train(pretraining_model(), DATA, config(steps=2, checkpoint_every=2, out_dir=tmp_path))
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json", "checkpoint-2/training_state.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
 def kill_during_second_checkpoint(out_dir: str):
     """Train with a checkpoint every 2 steps; die by SIGKILL inside the second checkpoint's write,
     after the model files and before training_state.pt."""
