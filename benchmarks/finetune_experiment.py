@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import re
 import statistics
 import sys
@@ -268,6 +269,12 @@ def cell(scores: list[float]) -> str:
     return f"{100 * statistics.mean(scores):.1f} ± {100 * spread:.1f}"
 
 
+def by_size(item) -> tuple:
+    """Sort key for ((task, start, size), value) items: sizes as numbers, 'all' last."""
+    (task, start, size), _ = item
+    return task, start, math.inf if size == "all" else int(size)
+
+
 def markdown(args, table: dict, lrs: dict, cache: list[dict]) -> str:
     lines = ["| task (test metric) | start | lr | " + " | ".join(args.sizes) + " |",
              "|---|---|---|" + "---:|" * len(args.sizes)]
@@ -285,7 +292,7 @@ def markdown(args, table: dict, lrs: dict, cache: list[dict]) -> str:
             seconds.setdefault((key["task"], key["start"], key["size"]), []).append(
                 row["wall_seconds"])
     timing = ", ".join(f"{task} {start} at {size}: {statistics.mean(s):.0f} s"
-                       for (task, start, size), s in sorted(seconds.items()))
+                       for (task, start, size), s in sorted(seconds.items(), key=by_size))
     return "\n".join(lines) + f"\n\nMean wall time of a run (training and scoring): {timing}.\n"
 
 

@@ -393,7 +393,8 @@ def learning_curve(table, metric: str = "accuracy", chance: float | None = None)
     for start in dict.fromkeys(start for start, _ in runs):
         sizes = np.array(sorted(n for s, n in runs if s == start))
         means = np.array([np.mean(runs[start, n]) for n in sizes])
-        spreads = np.array([np.std(runs[start, n]) for n in sizes])
+        spreads = np.array([np.std(runs[start, n], ddof=1) if len(runs[start, n]) > 1 else 0.0
+                            for n in sizes])  # the sample standard deviation, as in RESULTS.md
         ax.errorbar(sizes, means, yerr=spreads, marker="o", capsize=3, label=start)
     if chance is not None:
         ax.axhline(chance, color="gray", linestyle="--", label="chance")

@@ -224,8 +224,9 @@ def test_learning_curve_means_and_spreads_over_seeds():
     pretrained, scratch = ax.containers  # one errorbar per start
     np.testing.assert_allclose(pretrained.lines[0].get_ydata(), [0.65, 0.85])
     np.testing.assert_allclose(scratch.lines[0].get_xdata(), [100, 1000])
-    bar = pretrained.lines[2][0].get_segments()[0]  # the first error bar: mean -+ std
-    np.testing.assert_allclose(bar[:, 1], [0.6, 0.7])
+    bar = pretrained.lines[2][0].get_segments()[0]  # the first error bar: mean -+ sample std
+    spread = np.std([0.6, 0.7], ddof=1)  # 0.0707, not the population's 0.05
+    np.testing.assert_allclose(bar[:, 1], [0.65 - spread, 0.65 + spread])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance", "pretrained",
                                                                    "scratch"]
     with pytest.raises(ValueError, match="seed"):
