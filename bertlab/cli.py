@@ -178,7 +178,7 @@ def pretrain(args) -> int:
         examples = pretraining_examples(texts, tokenizer, args.max_seq_len, args.seed,
                                         dupe_factor=args.dupe_factor, dynamic_masking=True)
         eval_examples = held_out_examples(held_out, tokenizer, args.max_seq_len, args.seed)
-        eval_collate = eval_examples.collate if eval_examples else None
+        eval_collate = eval_examples.collate if eval_examples is not None else None
 
         set_seed(args.seed)
         model = BertForPreTraining(BertConfig.preset(
@@ -275,8 +275,6 @@ def pretraining_text(document) -> str:
 
 # ---------------------------------------------------------------------------------- finetune
 
-COURSE_CHECKPOINT = COURSE_MODEL
-
 FINETUNE_HELP = """\
 Fine-tune a BERT on one of the course's four tasks and score it on the task's dev and test works.
 
@@ -314,7 +312,7 @@ def add_finetune(commands) -> None:
     p.set_defaults(run=finetune)
     what = p.add_argument_group("task and model")
     what.add_argument("--task", required=True, choices=list(TASKS), help="the task to learn")
-    what.add_argument("--init", default=str(COURSE_CHECKPOINT), metavar="PATH|minilm|scratch",
+    what.add_argument("--init", default=str(COURSE_MODEL), metavar="PATH|minilm|scratch",
                       help="where to start (default: the course's checkpoint)")
     what.add_argument("--config-from", metavar="PATH",
                       help="with --init scratch: the checkpoint directory whose config.json and "
@@ -426,9 +424,9 @@ def init_source(args) -> tuple[Path, bool]:
             return minilm_path(), False
         except FileNotFoundError as e:
             raise ValueError(str(e)) from None
-    source = Path(args.config_from or COURSE_CHECKPOINT) if scratch else Path(args.init)
+    source = Path(args.config_from or COURSE_MODEL) if scratch else Path(args.init)
     option = "--config-from" if scratch else "--init"
-    if not source.is_dir() and source == COURSE_CHECKPOINT:
+    if not source.is_dir() and source == COURSE_MODEL:
         raise ValueError(f"{option} defaults to the course's checkpoint {source}, which is not "
                          f"there: pass {option} DIR, a checkpoint directory with config.json and "
                          "tokenizer.json (`bertlab pretrain` makes one)")

@@ -106,7 +106,7 @@ def test_resume_finishes_the_run_with_the_same_scores(init, tmp_path):
     (["--init", "INIT", "--dropout", "1"], "--dropout must be in [0, 1)"),
 ])
 def test_bad_arguments_are_one_line_errors(init, tmp_path, monkeypatch, capsys, extra, message):
-    monkeypatch.setattr(cli, "COURSE_CHECKPOINT", tmp_path / "not-made-yet")
+    monkeypatch.setattr(cli, "COURSE_MODEL", tmp_path / "not-made-yet")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "file").write_text("x")
     swap = {"INIT": str(init), "NONEMPTY": str(tmp_path / "full")}
