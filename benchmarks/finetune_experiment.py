@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "3000", "all"],
                    help="training-set sizes: numbers, or 'all'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--checkpoint", default=str(cli.COURSE_CHECKPOINT),
+    p.add_argument("--checkpoint", default=str(cli.COURSE_MODEL),
                    help="the pretrained checkpoint of start 'ours', and the shape and tokenizer "
                         "of 'scratch' (default: the course's)")
     p.add_argument("--lr-size", type=int, default=1000,
@@ -262,11 +262,13 @@ def collect(rows: list[dict]) -> dict:
     return table
 
 
-def cell(scores: list[float]) -> str:
+def cell(scores: list[float], seeds: int) -> str:
+    """Mean ± std in %, and how many of the seeds asked for have run when not all have."""
     if not scores:
         return ""
     spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-    return f"{100 * statistics.mean(scores):.1f} ± {100 * spread:.1f}"
+    partial = f" ({len(scores)} of {seeds} seeds)" if len(scores) < seeds else ""
+    return f"{100 * statistics.mean(scores):.1f} ± {100 * spread:.1f}{partial}"
 
 
 def by_size(item) -> tuple:
@@ -282,7 +284,8 @@ def markdown(args, table: dict, lrs: dict, cache: list[dict]) -> str:
         for start in (*args.starts, "naive_bayes"):
             if (task, start) in table:
                 lr = f"{lrs[task, start]:g}" if start != "naive_bayes" else "—"
-                cells = [cell(table[task, start].get(size, [])) for size in args.sizes]
+                cells = [cell(table[task, start].get(size, []), len(args.seeds))
+                         for size in args.sizes]
                 lines.append(f"| {task} ({TASKS[task].metric}) | {start} | {lr} | "
                              + " | ".join(cells) + " |")
     seconds = {}
