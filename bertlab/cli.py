@@ -92,6 +92,13 @@ examples:
   bertlab pretrain --preset mini --corpus my_texts/ --steps 10000 --out runs/mine
   bertlab pretrain --out runs/tiny --resume              # continue where it stopped
   torchrun --nproc_per_node=4 $(which bertlab) pretrain --preset base --out runs/base
+
+Short pairs first, then long ones (BERT: 90% of its steps at 128 tokens, then 512): a tiny model
+leaves the "most common words" plateau far sooner on short pairs. The second run starts from the
+first's weights and tokenizer (--init), with fresh optimizer and schedule:
+  bertlab pretrain --max-seq-len 32 --max-positions 64 --batch-size 128 --steps 1000 \
+      --out runs/short
+  bertlab pretrain --init runs/short --max-seq-len 64 --steps 12000 --out runs/tiny
 """
 
 
@@ -126,6 +133,9 @@ def add_pretrain(commands) -> None:
                       help="WordPiece vocabulary size (%(default)s)")
     data.add_argument("--max-seq-len", type=int, default=64,
                       help="tokens per example (%(default)s)")
+    data.add_argument("--max-positions", type=int,
+                      help="position embeddings of a new model (default: --max-seq-len); more "
+                           "lets a later run with --init train on longer pairs")
     data.add_argument("--dupe-factor", type=int, default=2,
                       help="passes over the corpus, each cutting it into different sentence "
                            "pairs (%(default)s)")
@@ -133,6 +143,9 @@ def add_pretrain(commands) -> None:
     model.add_argument("--preset", default="tiny", choices=list(LEARNING_RATES),
                        help="model size: tiny (2 layers, 128 wide; the default), mini (4, 256), "
                             "base (12, 768), large (24, 1024)")
+    model.add_argument("--init", metavar="PATH",
+                       help="start from this checkpoint's weights and tokenizer (a `bertlab "
+                            "pretrain` run directory) instead of a new --preset model")
     model.add_argument("--dropout", type=float, default=0.0,
                        help="dropout probability (%(default)s: learns faster at small scale)")
     training = p.add_argument_group("training")
@@ -140,7 +153,7 @@ def add_pretrain(commands) -> None:
     training.add_argument("--batch-size", type=int, default=64,
                           help="examples per update (%(default)s)")
     training.add_argument("--lr", type=float,
-                          help="peak learning rate; by preset: " +
+                          help="peak learning rate; by preset (or --init's width): " +
                                ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()))
     training.add_argument("--warmup", type=float, default=0.05,
                           help="warmup: a fraction of --steps (< 1) or a number of steps "
@@ -163,13 +176,15 @@ def pretrain(args) -> int:
     out = Path(args.out)
     device = torch.device(args.device) if args.device else default_device()
     with distributed(device) as (rank, world, device):  # under torchrun: one of `world` processes
-        if rank == 0:
-            prepare_run_dir(out, args)
         documents = load_corpus(None if args.corpus == "shakespeare" else args.corpus)
         training_docs, held_out = split_holdout(documents, holdout_titles(args))
+        check_init(args, held_out)
+        if rank == 0:
+            prepare_run_dir(out, args)
         texts = [pretraining_text(d) for d in training_docs]
         if rank == 0 and not args.resume:
-            tokenizer = train_wordpiece(texts, vocab_size=args.vocab_size)
+            tokenizer = (load_tokenizer(args.init) if args.init else
+                         train_wordpiece(texts, vocab_size=args.vocab_size))
             save_tokenizer(tokenizer, out)
             tokenizer.model.save(str(out))  # vocab.txt, for tools that want BERT's vocab file
         if world > 1:
@@ -181,13 +196,10 @@ def pretrain(args) -> int:
         eval_collate = eval_examples.collate if eval_examples is not None else None
 
         set_seed(args.seed)
-        model = BertForPreTraining(BertConfig.preset(
-            args.preset, vocab_size=tokenizer.get_vocab_size(),
-            max_position_embeddings=args.max_seq_len, hidden_dropout_prob=args.dropout,
-            attention_probs_dropout_prob=args.dropout))
+        model = pretraining_model(args, tokenizer.get_vocab_size())
         config = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-            lr=args.lr or LEARNING_RATES[args.preset], warmup=args.warmup,
+            lr=args.lr or pretraining_lr(model.config), warmup=args.warmup,
             precision=args.precision, device=str(device), compile=args.compile, seed=args.seed,
             eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, out_dir=out,
             resume=args.resume)
@@ -203,7 +215,7 @@ def pretrain(args) -> int:
         if rank == 0:
             held_out_lines = [line for d in held_out for line in pretraining_text(d).splitlines()]
             write_model_card(
-                out, " ".join(["bertlab", *args.argv]), time.perf_counter() - started, device,
+                out, made_by(args, time.perf_counter() - started), device,
                 [d.title for d in held_out],
                 f"{len(training_docs)} works, {len(examples):,} sentence pairs of up to "
                 f"{args.max_seq_len} tokens (dupe factor {args.dupe_factor})",
@@ -214,6 +226,62 @@ def pretrain(args) -> int:
                   f"{final[0]['nsp_acc']:.1%}; " if final else "")
         print(f"done: {scores}the model and its tokenizer are in {out}")
     return 0
+
+
+def check_init(args, held_out) -> None:
+    """--init must be a pretrain run directory that never trained on this run's held-out works."""
+    if args.max_positions is not None and args.init:
+        raise ValueError("--max-positions shapes a new model; with --init the model is PATH's")
+    if args.max_positions is not None and args.max_positions < args.max_seq_len:
+        raise ValueError(f"--max-positions {args.max_positions} is less than --max-seq-len "
+                         f"{args.max_seq_len}")
+    if not args.init:
+        return
+    init = Path(args.init)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json",
+                           "pretrain_args.json") if not (init / f).is_file()]
+    if missing:
+        raise ValueError(f"--init {init} is not a finished `bertlab pretrain` run: it has no "
+                         f"{', '.join(missing)}")
+    positions = BertConfig.from_json(init).max_position_embeddings
+    if args.max_seq_len > positions:
+        raise ValueError(f"--max-seq-len {args.max_seq_len} exceeds the {positions} positions of "
+                         f"--init {init} (give its run a larger --max-positions)")
+    before = argparse.Namespace(**json.loads((init / "pretrain_args.json").read_text("utf-8")))
+    _, its_held_out = split_holdout(load_corpus(None if before.corpus == "shakespeare" else
+                                                before.corpus), holdout_titles(before))
+    seen = {d.title for d in held_out} - {d.title for d in its_held_out}
+    if seen:
+        raise ValueError(f"--init {init} was trained on {', '.join(sorted(seen))}, which this "
+                         "run holds out: its held-out scores would not be held out")
+
+
+def pretraining_model(args, vocab_size: int) -> BertForPreTraining:
+    """A new --preset model, or --init's weights (with this run's dropout)."""
+    dropout = dict(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    if args.init:
+        return BertForPreTraining.from_pretrained(args.init, **dropout)
+    return BertForPreTraining(BertConfig.preset(
+        args.preset, vocab_size=vocab_size,
+        max_position_embeddings=args.max_positions or args.max_seq_len, **dropout))
+
+
+def pretraining_lr(config: BertConfig) -> float:
+    """The learning rate of the widest preset no wider than the model."""
+    widths = {name: BertConfig.preset(name).hidden_size for name in LEARNING_RATES}
+    fits = [name for name in LEARNING_RATES if widths[name] <= config.hidden_size] or ["tiny"]
+    return LEARNING_RATES[max(fits, key=widths.get)]
+
+
+def made_by(args, wall_seconds: float) -> list[dict]:
+    """The runs that made the model, first to last: --init's (from its made_by.json), then this
+    one. Saved as made_by.json, for the model card and for later runs that start from it."""
+    runs = (json.loads((Path(args.init) / "made_by.json").read_text("utf-8"))
+            if args.init and (Path(args.init) / "made_by.json").is_file() else [])
+    runs.append({"command": " ".join(["bertlab", *args.argv]), "steps": args.steps,
+                 "wall_seconds": round(wall_seconds, 1)})
+    (Path(args.out) / "made_by.json").write_text(json.dumps(runs, indent=2) + "\n", "utf-8")
+    return runs
 
 
 def held_out_examples(held_out, tokenizer, max_seq_len: int, seed: int):

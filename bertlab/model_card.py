@@ -81,13 +81,21 @@ def hardware(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads"
 
 
-def write_model_card(out: Path, command: str, wall_seconds: float, device: torch.device,
-                     held_out: list[str], examples: str, blank_list: list[Blank]) -> None:
-    """README.md and curves.png in the run directory `out`, from the command, the run's log
-    (out/metrics.jsonl) and the fill-in-the-blanks."""
+def write_model_card(out: Path, runs: list[dict], device: torch.device, held_out: list[str],
+                     examples: str, blank_list: list[Blank]) -> None:
+    """README.md and curves.png in the run directory `out`, from the runs that made the model
+    ({"command", "steps", "wall_seconds"}, first to last: see `bertlab.cli.made_by`), the last
+    run's log (out/metrics.jsonl) and the fill-in-the-blanks."""
     history = metric_records(out)
     plot_metrics(history, smooth=20).savefig(out / "curves.png", dpi=80)
-    steps = max(row["step"] for row in history)
+    commands = ", then\n  ".join(
+        f"`{r['command']}` ({r['steps']:,} steps, {r['wall_seconds'] / 60:.1f} minutes)"
+        for r in runs)
+    earlier = ("" if len(runs) == 1 else
+               " Each run after the first starts from the one before (`--init`); the log, curves "
+               f"and held-out scores below are the last run's ({runs[-1]['steps']:,} steps).")
+    steps = sum(r["steps"] for r in runs)
+    minutes = sum(r["wall_seconds"] for r in runs) / 60
     evals = [row for row in history if row["split"] == "eval"]
     table = "\n".join(f"| {r['step']} | {r['mlm_acc']:.1%} | {r['nsp_acc']:.1%} | {r['loss']:.3f} |"
                       for r in evals)
@@ -99,9 +107,9 @@ def write_model_card(out: Path, command: str, wall_seconds: float, device: torch
 A small BERT pretrained with masked language modelling and next-sentence prediction on the
 course's Shakespeare corpus by `bertlab pretrain`, with its own WordPiece vocabulary.
 
-- Command: `{command}`
-- Steps: {steps:,}; wall time: {wall_seconds / 60:.1f} minutes (data, tokenizer, training,
-  evaluations and checkpoints); hardware: {hardware(device)}; torch {torch.__version__}.
+- Command: {commands}
+- Steps: {steps:,}; wall time: {minutes:.1f} minutes (data, tokenizer, training, evaluations and
+  checkpoints); hardware: {hardware(device)}; torch {torch.__version__}.{earlier}
 - Training data: {examples}.
 - Held out of pretraining (and of the tokenizer): {", ".join(held_out) or "nothing"}.
 

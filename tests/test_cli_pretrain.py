@@ -1,4 +1,5 @@
-"""`bertlab pretrain`: a few steps end to end, an exact resume, and one-line errors."""
+"""`bertlab pretrain`: a few steps end to end, an exact resume, a second run from the first
+(--init), and one-line errors."""
 
 import json
 import os
@@ -101,6 +102,49 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_does(corpus, tmp_path, m
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # masks and all
 
 
+def test_a_second_run_starts_from_the_first_with_longer_pairs(corpus, tmp_path):
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert main(tiny_run(corpus, short, "--max-seq-len", "16", "--max-positions", "32")) == 0
+    assert BertForPreTraining.from_pretrained(short).config.max_position_embeddings == 32
+    # a learning rate too small to move the weights: what the second run ends with is its start
+    assert main(tiny_run(corpus, long, "--init", str(short), "--lr", "1e-12")) == 0
+
+    assert (long / "tokenizer.json").read_text() == (short / "tokenizer.json").read_text()
+    assert (long / "vocab.txt").read_text() == (short / "vocab.txt").read_text()
+    start, end = load_file(short / "model.safetensors"), load_file(long / "model.safetensors")
+    assert start.keys() == end.keys()
+    for name in start:
+        torch.testing.assert_close(end[name], start[name], atol=1e-7, rtol=0)
+    rows = [json.loads(line) for line in (long / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 3 and rows[0]["mlm_acc"] > 0  # the long pairs' held-out scores
+
+    runs = json.loads((long / "made_by.json").read_text())
+    assert [r["steps"] for r in runs] == [6, 6]
+    assert runs[0]["command"].endswith(f"--out {short} --max-seq-len 16 --max-positions 32")
+    assert f"--init {short}" in runs[1]["command"]
+    card = (long / "README.md").read_text()
+    assert f"`{runs[0]['command']}` (6 steps" in card and f"`{runs[1]['command']}`" in card
+    assert "Steps: 12;" in card
+
+
+def test_init_is_checked_before_anything_is_written(corpus, tmp_path, capsys):
+    short = tmp_path / "short"
+    assert main(tiny_run(corpus, short, "--max-seq-len", "16")) == 0
+    capsys.readouterr()
+    for extra, message in [
+        (["--init", str(tmp_path / "nowhere")], "is not a finished `bertlab pretrain` run"),
+        (["--init", str(short)], "exceeds the 16 positions"),
+        (["--init", str(short), "--max-seq-len", "16", "--holdout", "work_b", "work_c"],
+         "was trained on work_b, which this run holds out"),
+        (["--init", str(short), "--max-positions", "64"], "with --init the model is PATH's"),
+        (["--max-positions", "16"], "--max-positions 16 is less than --max-seq-len 32"),
+    ]:
+        assert main(tiny_run(corpus, tmp_path / "run", *extra)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bertlab: error: ") and message in err and err.count("\n") == 1
+        assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--holdout", "Nope"], "no work titled 'Nope'"),
     (["--batch-size", "8", "--grad-accum", "3"], "divide evenly"),
@@ -138,7 +182,7 @@ def test_help_names_every_setting(capsys):
     for flag in ("--preset", "--corpus", "--steps", "--out", "--device", "--precision",
                  "--batch-size", "--grad-accum", "--lr", "--warmup", "--max-seq-len",
                  "--vocab-size", "--compile", "--resume", "--seed", "--dropout", "--eval-every",
-                 "--holdout", "--checkpoint-every"):
+                 "--holdout", "--checkpoint-every", "--init", "--max-positions"):
         assert flag in help_text
 
 
