@@ -96,9 +96,9 @@ examples:
 Short pairs first, then long ones (BERT: 90% of its steps at 128 tokens, then 512): a tiny model
 leaves the "most common words" plateau far sooner on short pairs. The second run starts from the
 first's weights and tokenizer (--init), with fresh optimizer and schedule:
-  bertlab pretrain --max-seq-len 32 --max-positions 64 --batch-size 128 --steps 1000 \
+  bertlab pretrain --max-seq-len 32 --max-positions 64 --batch-size 128 --steps 1500 \
       --out runs/short
-  bertlab pretrain --init runs/short --max-seq-len 64 --steps 12000 --out runs/tiny
+  bertlab pretrain --init runs/short --max-seq-len 64 --steps 11500 --out runs/tiny
 """
 
 
@@ -145,7 +145,8 @@ def add_pretrain(commands) -> None:
                             "base (12, 768), large (24, 1024)")
     model.add_argument("--init", metavar="PATH",
                        help="start from this checkpoint's weights and tokenizer (a `bertlab "
-                            "pretrain` run directory) instead of a new --preset model")
+                            "pretrain` run directory; --preset and --vocab-size are then "
+                            "unused), not from a new model")
     model.add_argument("--dropout", type=float, default=0.0,
                        help="dropout probability (%(default)s: learns faster at small scale)")
     training = p.add_argument_group("training")

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from bertlab import BertForPreTraining, cli
 from bertlab.cli import main, pretraining_text
+from bertlab.config import BertConfig
 from bertlab.data.corpus import load_corpus
 from bertlab.tokenization import load_tokenizer
 from bertlab.training import Trainer
@@ -193,3 +194,11 @@ def test_a_play_contributes_its_spoken_lines_only():
     assert lines[0] == speeches[0].lines[0]
     assert len(lines) == sum(len(s.lines) for s in speeches)
     assert not any(line.startswith(("Scene ", "Enter ")) for line in lines[:50])
+
+
+@pytest.mark.parametrize("width, lr", [(64, 2e-3), (128, 2e-3), (256, 1e-3), (384, 1e-3),
+                                       (768, 1e-4), (1024, 5e-5)])
+def test_the_default_learning_rate_follows_the_model_width(width, lr):
+    """A run from --init has no --preset: its width picks the preset's learning rate."""
+    config = BertConfig(hidden_size=width, num_attention_heads=width // 64 or 1)
+    assert cli.pretraining_lr(config) == lr
