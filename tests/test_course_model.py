@@ -18,19 +18,25 @@ PATH = bertlab.course_model_path()
 ARGS = json.loads((PATH / "pretrain_args.json").read_text(encoding="utf-8"))
 LOG = [json.loads(line) for line in (PATH / "metrics.jsonl").read_text().splitlines()]
 FINAL = [row for row in LOG if row["split"] == "eval"][-1]
+MADE_BY = json.loads((PATH / "made_by.json").read_text(encoding="utf-8"))  # every run, in order
 
 
 def test_the_checkpoint_is_complete_and_small():
     names = {p.name for p in PATH.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "metrics.jsonl",
-            "pretrain_args.json", "README.md", "curves.png"} <= names
+            "pretrain_args.json", "made_by.json", "README.md", "curves.png"} <= names
+    if len(MADE_BY) > 1:  # the log of the run it started from, for chapter 7
+        assert "first-run-metrics.jsonl" in names
     assert sum(p.stat().st_size for p in PATH.iterdir()) < 10 * 2**20
 
 
 def test_it_was_pretrained_without_the_fine_tuning_test_plays():
     held_out = ARGS["holdout"] if ARGS["holdout"] is not None else list(cli.HOLDOUT)
     assert set(held_out) >= set(TEST)
-    assert FINAL["step"] == ARGS["steps"]
+    assert FINAL["step"] == ARGS["steps"] == MADE_BY[-1]["steps"]
+    for run in MADE_BY:  # nor did the runs it started from: they held out the default plays
+        assert run["command"].startswith("bertlab pretrain ")
+        assert "--holdout" not in run["command"] and "--corpus" not in run["command"]
 
 
 @pytest.fixture(scope="module")
