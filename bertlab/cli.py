@@ -179,7 +179,7 @@ def pretrain(args) -> int:
     with distributed(device) as (rank, world, device):  # under torchrun: one of `world` processes
         documents = load_corpus(None if args.corpus == "shakespeare" else args.corpus)
         training_docs, held_out = split_holdout(documents, holdout_titles(args))
-        check_init(args, held_out)
+        check_init(args, documents, held_out)
         if rank == 0:
             prepare_run_dir(out, args)
         texts = [pretraining_text(d) for d in training_docs]
@@ -229,8 +229,9 @@ def pretrain(args) -> int:
     return 0
 
 
-def check_init(args, held_out) -> None:
-    """--init must be a pretrain run directory that never trained on this run's held-out works."""
+def check_init(args, documents, held_out) -> None:
+    """--init must be a pretrain run directory that never trained on this run's held-out works
+    (`documents`: this run's corpus, reused when --init's is the same)."""
     if args.max_positions is not None and args.init:
         raise ValueError("--max-positions shapes a new model; with --init the model is PATH's")
     if args.max_positions is not None and args.max_positions < args.max_seq_len:
@@ -249,8 +250,9 @@ def check_init(args, held_out) -> None:
         raise ValueError(f"--max-seq-len {args.max_seq_len} exceeds the {positions} positions of "
                          f"--init {init} (give its run a larger --max-positions)")
     before = argparse.Namespace(**json.loads((init / "pretrain_args.json").read_text("utf-8")))
-    _, its_held_out = split_holdout(load_corpus(None if before.corpus == "shakespeare" else
-                                                before.corpus), holdout_titles(before))
+    if before.corpus != args.corpus:
+        documents = load_corpus(None if before.corpus == "shakespeare" else before.corpus)
+    _, its_held_out = split_holdout(documents, holdout_titles(before))
     seen = {d.title for d in held_out} - {d.title for d in its_held_out}
     if seen:
         raise ValueError(f"--init {init} was trained on {', '.join(sorted(seen))}, which this "
