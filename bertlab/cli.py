@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import authoring, grading
 from .checkpoint import COURSE_MODEL, CheckpointWarning, minilm_path
 from .config import BertConfig
 from .data.corpus import load_corpus
 from .data.pretraining import pretraining_examples
 from .data.tasks import TASKS, TEST, encode_task, evaluate, get_task, load_task, subsample
+from .grading_runtime import Limits
 from .model import BertForPreTraining
 from .model_card import blanks, write_model_card
 from .runtime import default_device
@@ -558,6 +558,8 @@ def add_make_exercises(commands) -> None:
 
 
 def make_exercises(args) -> int:
+    from . import authoring  # nbformat takes seconds to import: only this command needs it
+
     if args.check:
         problems = authoring.stale_exercises(Path(args.solutions), Path(args.exercises))
         for problem in problems:
@@ -594,7 +596,7 @@ def add_grade(commands) -> None:
     p = commands.add_parser("grade", help="grade student notebooks", description=GRADE_HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=grade)
-    defaults = grading.Limits()
+    defaults = Limits()
     p.add_argument("submissions", nargs="+", metavar="SUBMISSION",
                    help="a submitted notebook or a folder of them")
     p.add_argument("--solutions", required=True,
@@ -611,8 +613,10 @@ def add_grade(commands) -> None:
 
 
 def grade(args) -> int:
-    limits = grading.Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
-                            memory_mb=args.memory_mb)
+    from . import grading  # like authoring: only this command needs it
+
+    limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
+                    memory_mb=args.memory_mb)
     results = grading.grade([Path(p) for p in args.submissions], Path(args.solutions),
                             Path(args.out), jobs=args.jobs, limits=limits)
     print(f"graded {len(results)} notebooks: {Path(args.out) / 'gradebook.csv'}")

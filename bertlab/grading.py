@@ -61,6 +61,7 @@ from jupyter_client.connect import write_connection_file
 
 from . import grading_runtime
 from .authoring import is_solution_cell, python_source, solution_notebooks, stub_solutions
+from .grading_runtime import Limits
 
 SANDBOX_UID = 65000  # + job slot; Debian reserves 65000-65533, so no real user has these
 MAX_SUBMISSION_BYTES = 50 << 20
@@ -70,15 +71,6 @@ GUARD_SECONDS = 30
 INTERRUPT_SECONDS = 3  # how long an interrupted cell gets to stop before the kernel is killed
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in the kernel's tracebacks
 RUNTIME = "__import__('bertlab.grading_runtime', fromlist=['start'])"
-
-
-@dataclass(frozen=True)
-class Limits:
-    cell_seconds: float = 120
-    notebook_seconds: float = 900  # all cells together, reruns included
-    memory_mb: int = 4096  # address space; importing torch in a kernel takes about 1.6 GB of it
-    file_mb: int = 256
-    startup_seconds: float = 180  # kernel start and the grader's imports: not the student's time
 
 
 # ----------------------------------------------------------------------------- the assignments

@@ -33,6 +33,7 @@ import platform
 import resource
 import sys
 import types
+from dataclasses import dataclass
 
 WATCHED_MODULES = (
     "builtins", "math", "operator", "numpy", "numpy.testing",
@@ -40,6 +41,17 @@ WATCHED_MODULES = (
     "IPython.core.interactiveshell", "ipykernel.ipkernel", "ipykernel.kernelbase",
     "ipykernel.zmqshell", "jupyter_client.session",
 )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What `bertlab grade` allows each notebook (the launcher below enforces the last two)."""
+
+    cell_seconds: float = 120
+    notebook_seconds: float = 900  # all cells together, reruns included
+    startup_seconds: float = 180  # kernel start and the grader's imports: not the student's time
+    memory_mb: int = 4096  # address space; importing torch in a kernel takes about 1.6 GB of it
+    file_mb: int = 256
 
 
 CACHED_LATER = {"__slotnames__"}  # class attributes Python adds on first use (copy, pickle)

@@ -52,3 +52,16 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "bertlab.cli", "--help"], capture_output=True,
                          text=True, check=True)
     assert "usage: bertlab" in out.stdout
+
+
+def test_the_command_leaves_the_notebook_machinery_to_the_commands_that_need_it():
+    """nbformat and jupyter_client take seconds to import: `bertlab pretrain --help` should not
+    wait for them, while `bertlab grade` still works (its defaults come from Limits)."""
+    code = ("import sys, bertlab.cli; "
+            "print(sorted(m for m in ('nbformat', 'jupyter_client', 'bertlab.grading', "
+            "'bertlab.authoring') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    grade_help = subprocess.run([sys.executable, "-m", "bertlab.cli", "grade", "--help"],
+                                capture_output=True, text=True, check=True).stdout
+    assert "seconds a cell may run (120)" in grade_help and "MiB (4096)" in grade_help
