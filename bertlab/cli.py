@@ -32,9 +32,11 @@ from .tokenization import load_tokenizer, save_tokenizer, train_wordpiece
 from .training import (
     AUTOCAST_DTYPES,
     TrainConfig,
+    checkpoints,
     distributed,
     pretraining_metrics,
     resolve_precision,
+    resumed_seconds,
     set_seed,
     train,
 )
@@ -175,6 +177,7 @@ def add_pretrain(commands) -> None:
 def pretrain(args) -> int:
     started = time.perf_counter()
     out = Path(args.out)
+    earlier = resumed_seconds(out) if args.resume and checkpoints(out) else 0.0
     device = torch.device(args.device) if args.device else default_device()
     with distributed(device) as (rank, world, device):  # under torchrun: one of `world` processes
         documents = load_corpus(None if args.corpus == "shakespeare" else args.corpus)
@@ -216,7 +219,7 @@ def pretrain(args) -> int:
         if rank == 0:
             held_out_lines = [line for d in held_out for line in pretraining_text(d).splitlines()]
             write_model_card(
-                out, made_by(args, time.perf_counter() - started), device,
+                out, made_by(args, earlier + time.perf_counter() - started), device,
                 [d.title for d in held_out],
                 f"{len(training_docs)} works, {len(examples):,} sentence pairs of up to "
                 f"{args.max_seq_len} tokens (dupe factor {args.dupe_factor})",

@@ -9,7 +9,8 @@ with `.loss`.
 A run directory holds:
     metrics.jsonl              one JSON row per log step: {"step", "split": "train"|"eval", ...}
     checkpoint-{step}/         config.json + model.safetensors (Hugging Face layout) and
-                               training_state.pt (optimizer, grad scaler, random states)
+                               training_state.pt (optimizer, grad scaler, random states,
+                               wall seconds so far)
     config.json, model.safetensors   the final model, written when the run ends
 
 The learning rate (`lr_at`) and the order of the data (`global_batches`) are functions of the
@@ -238,6 +239,14 @@ def checkpoints(out_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def resumed_seconds(out_dir: Path) -> float:
+    """The wall seconds a run had taken when it wrote its latest checkpoint: what `--resume`
+    carries on from."""
+    state = torch.load(checkpoints(out_dir)[-1] / "training_state.pt", map_location="cpu",
+                       weights_only=True)
+    return state["seconds"]
+
+
 def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, list]]:
     """metrics.jsonl (or a run directory holding it) as columns per split, ready to plot:
     `m = read_metrics(run); plt.plot(m["train"]["step"], m["train"]["loss"])`.
@@ -294,6 +303,8 @@ class Trainer:
             wrapped = DistributedDataParallel(model, device_ids=ids)
         self.forward = torch.compile(wrapped) if config.compile else wrapped
         self.step = 0
+        self.seconds_before = 0.0  # spent on this run by earlier invocations (see resume)
+        self.started = time.perf_counter()
         self.history: list[dict] = []
         set_seed(config.seed + rank)
 
@@ -450,6 +461,12 @@ class Trainer:
             kept = [r for r in rows if r and json.loads(r)["step"] <= self.step]
             log.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
 
+    def elapsed(self) -> float:
+        """Wall seconds this run has trained so far (evaluations and checkpoints included), over
+        every invocation: a resumed run counts its earlier ones up to the checkpoint it resumed
+        from (time spent after the last checkpoint of a crashed invocation is lost work)."""
+        return self.seconds_before + time.perf_counter() - self.started
+
     def save_checkpoint(self, num_examples: int) -> None:
         """Write checkpoint-{step}: the model (Hugging Face layout) and training_state.pt. It is
         written to a temporary directory, then renamed into place, so a crash while writing
@@ -463,7 +480,8 @@ class Trainer:
         tmp = self.out_dir / f".tmp-checkpoint-{self.step}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp)
-        torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
+        torch.save({"step": self.step, "seconds": self.elapsed(),
+                    "optimizer": self.optimizer.state_dict(),
                     "scaler": self.scaler.state_dict(), "rng": states,
                     "data": {"seed": self.config.seed, "batch_size": self.config.batch_size,
                              "num_examples": num_examples}},
@@ -490,7 +508,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.set_random_state(state["rng"][self.rank])
-        self.step = state["step"]
+        self.step, self.seconds_before = state["step"], state["seconds"]
         if self.rank == 0:
             for unfinished in self.out_dir.glob(".tmp-checkpoint-*"):
                 shutil.rmtree(unfinished)

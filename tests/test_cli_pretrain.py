@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,10 +98,20 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_does(corpus, tmp_path, m
     with pytest.raises(Interrupted):
         main(tiny_run(corpus, tmp_path / "resumed"))
     monkeypatch.setattr(Trainer, "update", update)
+    # the wall time goes on from the checkpoint's: say the first invocation took 1000 s to get there
+    state_file = tmp_path / "resumed" / "checkpoint-3" / "training_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert 0 < state["seconds"] < 600
+    torch.save({**state, "seconds": 1000.0}, state_file)
+    started = time.perf_counter()
     assert main(tiny_run(corpus, tmp_path / "resumed", "--resume")) == 0
+    this_invocation = time.perf_counter() - started
     whole = load_file(tmp_path / "whole" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # masks and all
+    made_by = json.loads((tmp_path / "resumed" / "made_by.json").read_text())
+    assert 1000 < made_by[-1]["wall_seconds"] <= 1000 + this_invocation + 0.1
+    assert "--resume" in made_by[-1]["command"]
 
 
 def test_a_second_run_starts_from_the_first_with_longer_pairs(corpus, tmp_path):
