@@ -241,9 +241,9 @@ def checkpoints(out_dir: Path) -> list[Path]:
 
 def resumed_seconds(out_dir: Path) -> float:
     """The wall seconds a run had taken when it wrote its latest checkpoint: what `--resume`
-    carries on from."""
+    carries on from. Memory-mapped: the optimizer's tensors are not read."""
     state = torch.load(checkpoints(out_dir)[-1] / "training_state.pt", map_location="cpu",
-                       weights_only=True)
+                       weights_only=True, mmap=True)
     return state["seconds"]
 
 
