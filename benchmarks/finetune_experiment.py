@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hashlib
 import io
 import json
 import math
@@ -52,6 +54,8 @@ SUMMARY = "finetune_experiment.json"  # the table's runs as flat rows, for chapt
 STARTS = ("scratch", "ours", "minilm")
 LR_GRIDS = {"scratch": (2e-4, 5e-4, 1e-3), "ours": (2e-4, 5e-4, 1e-3),
             "minilm": (5e-5, 1e-4, 2e-4)}
+USES = {"scratch": ("config.json", "tokenizer.json"),  # the checkpoint's files a start reads
+        "ours": ("config.json", "tokenizer.json", "model.safetensors"), "minilm": ()}
 CHANCE = {"genre": 1 / 3, "next_line": 1 / 4}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--lr takes START=LR pairs, like minilm=1e-4; got {args.lr}")
     if set(args.lr) - set(STARTS):
         p.error(f"--lr: the starts are {', '.join(STARTS)}; got {', '.join(args.lr)}")
+    missing = sorted({name for start in args.starts for name in USES[start]
+                      if not (Path(args.checkpoint) / name).is_file()})
+    if missing:
+        p.error(f"--checkpoint {args.checkpoint} has no {', '.join(missing)}")
     return args
 
 
@@ -112,15 +120,27 @@ def read_cache(folder: Path) -> list[dict]:
     return list(rows.values())
 
 
-def settings(args) -> dict:
-    """What every run of this experiment shares; a run is reused only if these match. The
-    checkpoint is named relative to the repository when it is in it, so that clones share runs."""
+def settings(args, start: str) -> dict:
+    """What every run of `start` in this experiment shares; a run is reused only if these match.
+    The checkpoint is named relative to the repository when it is in it, so that clones share
+    runs, and by a hash of the files the start reads, so that a re-shipped one is run again."""
+    shared = {k: getattr(args, k) for k in ("epochs", "min_steps", "max_steps", "batch_size",
+                                            "max_seq_len", "precision")}
+    if not USES[start]:
+        return shared
     checkpoint = Path(args.checkpoint).resolve()
+    digest = fingerprint(checkpoint, USES[start])
     if checkpoint.is_relative_to(ROOT):
         checkpoint = checkpoint.relative_to(ROOT)
-    return {**{k: getattr(args, k) for k in ("epochs", "min_steps", "max_steps", "batch_size",
-                                             "max_seq_len", "precision")},
-            "checkpoint": str(checkpoint)}
+    return {**shared, "checkpoint": str(checkpoint), "checkpoint_sha256": digest}
+
+
+@functools.cache
+def fingerprint(checkpoint: Path, names: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((checkpoint / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cached_or_run(args, key: dict, cache: list[dict]) -> dict:
@@ -183,22 +203,22 @@ def naive_bayes(size: str, seed: int) -> dict:
 
 def chosen_lr(args, cache, task: str, start: str, run: bool = True) -> float | None:
     """--lr's for `start`, else the grid's learning rate with the best dev score at --lr-size,
-    seed 0 (running the grid's missing runs if `run`, else choosing among the cached ones; None
-    if there are none)."""
+    seed 0 (running the grid's missing runs if `run`, else None until all of them are cached)."""
     if start in args.lr:
         return args.lr[start]
     scores = {}
     for lr in LR_GRIDS[start]:
         key = {"task": task, "start": start, "size": str(args.lr_size), "seed": 0, "lr": lr,
-               **settings(args)}
+               **settings(args, start)}
         if run:
             row = cached_or_run(args, key, cache)
             log(key, row)
         else:
             row = next((row for row in cache if row["key"] == key), None)
-        if row is not None:
-            scores[lr] = row["dev"][TASKS[task].metric]
-    return max(scores, key=scores.get) if scores else None
+            if row is None:
+                return None
+        scores[lr] = row["dev"][TASKS[task].metric]
+    return max(scores, key=scores.get)
 
 
 def log(key: dict, row: dict) -> None:
@@ -218,7 +238,7 @@ def experiment(args, cache: list[dict]) -> dict:
             for size in args.sizes:
                 for seed in args.seeds:
                     key = {"task": task, "start": start, "size": size, "seed": seed, "lr": lr,
-                           **settings(args)}
+                           **settings(args, start)}
                     log(key, cached_or_run(args, key, cache))
         if task == "genre":
             for size in args.sizes:
@@ -243,8 +263,9 @@ def chosen_rows(args, cache: list[dict], lrs: dict) -> list[dict]:
         if start == "naive_bayes":
             chosen = wanted and "genre" in args.tasks
         else:
-            chosen = (wanted and start in args.starts and lrs.get((key["task"], start)) == key["lr"]
-                      and all(key[k] == v for k, v in settings(args).items()))
+            chosen = (wanted and start in args.starts
+                      and lrs.get((key["task"], start)) == key["lr"]
+                      and settings(args, start).items() <= key.items())
         if chosen:
             metric = TASKS[key["task"]].metric
             rows.append({"task": key["task"], "start": start, "size": key["size"],
