@@ -137,6 +137,7 @@ def settings(args, start: str) -> dict:
 
 @functools.cache
 def fingerprint(checkpoint: Path, names: tuple[str, ...]) -> str:
+    """A short sha256 of the checkpoint's files `names`, read once per process."""
     digest = hashlib.sha256()
     for name in names:
         digest.update((checkpoint / name).read_bytes())
