@@ -6,15 +6,16 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from bertlab.authoring import (
+from bertlab.cli import main
+from bertlab.course.authoring import (
     MarkerError,
     make_exercise,
     make_exercises,
+    nbgrader_checksum,
     remove_hidden_tests,
     stale_exercises,
     stub_solutions,
 )
-from bertlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).parent / "fixtures" / "grading" / "solutions"
@@ -70,12 +71,21 @@ def test_stub_in_nested_def_and_docstring_inside_the_region():
 
 
 def test_stub_outside_a_function_and_code_around_the_region_stays():
-    source = "import math\n### BEGIN SOLUTION\nanswer = math.pi\n### END SOLUTION\nprint(answer)"
+    source = "import math\n### BEGIN SOLUTION\nx = 2\nprint(x)\n### END SOLUTION\nprint(answer)"
     assert stub_solutions(source, "nb") == (
         "import math\n# YOUR CODE HERE\nraise NotImplementedError()\nprint(answer)")
     namespace = {}
     with pytest.raises(NotImplementedError):
         exec(stub_solutions(source, "nb"), namespace)
+
+
+def test_a_region_of_answers_becomes_ellipses_so_run_all_goes_on():
+    source = "import math\n### BEGIN SOLUTION\nanswer = math.pi\nguess = answer / 2\n" \
+             "### END SOLUTION\nprint(answer)"
+    stubbed = stub_solutions(source, "nb")
+    assert stubbed == ("import math\nanswer = ...  # YOUR ANSWER HERE\nguess = ...  # YOUR ANSWER "
+                       "HERE\nprint(answer)")
+    exec(stubbed, {})
 
 
 def test_stubbed_function_raises_with_its_name_when_called():
@@ -121,9 +131,29 @@ def test_exercise_clears_outputs_keeps_ids_metadata_and_other_cells():
     assert (setup.outputs, setup.execution_count, setup.source) == ([], None, "import torch")
     assert "execution" not in setup.metadata and setup.metadata["nbgrader"] == {"locked": True}
     assert solution.source == 'def f(x):\n    raise NotImplementedError("implement f")'
-    assert solution.metadata == nb.cells[2].metadata
-    assert test.source == "checks.f(f)" and test.metadata == nb.cells[3].metadata
+    assert released_metadata(solution) == nb.cells[2].metadata
+    assert test.source == "checks.f(f)" and released_metadata(test) == nb.cells[3].metadata
     assert nb.cells[1].outputs, "the solution notebook itself is left alone"
+
+
+def released_metadata(cell) -> dict:
+    """A released cell's metadata without what nbgrader's generate_assignment adds."""
+    meta = {k: v for k, v in cell.metadata.items() if k not in ("deletable", "editable")}
+    return {**meta, "nbgrader": {k: v for k, v in meta["nbgrader"].items()
+                                 if k not in ("checksum", "cell_type")}}
+
+
+def test_released_cells_carry_nbgraders_checksums_and_locks():
+    exercise = make_exercise(toy_solution_notebook(), "toy.ipynb")
+    setup, solution, test = exercise.cells[1:]
+    assert (solution.metadata["deletable"], "editable" in solution.metadata) == (False, False)
+    assert (test.metadata["deletable"], test.metadata["editable"]) == (False, False)
+    for cell in (setup, solution, test):
+        assert cell.metadata["nbgrader"].get("checksum") == (
+            nbgrader_checksum(cell) if "grade_id" in cell.metadata["nbgrader"] else None)
+    nbgrader_utils = pytest.importorskip("nbgrader.utils")
+    assert nbgrader_checksum(test) == nbgrader_utils.compute_checksum(test)
+    assert nbgrader_checksum(solution) == nbgrader_utils.compute_checksum(solution)
 
 
 def test_exercises_are_deterministic_and_idempotent(tmp_path):
@@ -181,3 +211,17 @@ def test_stale_exercises_names_missing_extra_and_changed_notebooks(tmp_path):
 def test_committed_exercises_are_what_the_solutions_generate():
     """exercises/ is generated: regenerate with `bertlab make-exercises solutions/ exercises/`."""
     assert stale_exercises(ROOT / "solutions", ROOT / "exercises") == []
+
+
+def test_a_written_answer_keeps_its_question_and_loses_its_answer():
+    answer = nbformat.v4.new_markdown_cell("Why scale?\n### BEGIN SOLUTION\nThe softmax saturates."
+                                           "\n### END SOLUTION")
+    answer.metadata["nbgrader"] = {"grade": True, "solution": True, "grade_id": "why",
+                                   "points": 2, "locked": False, "schema_version": 3}
+    whole = nbformat.v4.new_markdown_cell("All of it is the answer.")
+    whole.metadata["nbgrader"] = {**answer.metadata["nbgrader"], "grade_id": "whole"}
+    nb = nbformat.v4.new_notebook(cells=[answer, whole])
+    released = make_exercise(nb, "nb")
+    assert [c.source for c in released.cells] == ["Why scale?\nYOUR ANSWER HERE",
+                                                  "YOUR ANSWER HERE"]
+    assert released_metadata(released.cells[0]) == answer.metadata

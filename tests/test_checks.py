@@ -1,4 +1,4 @@
-"""bertlab.checks: every check passes the reference and fails, with a message that helps and
+"""bertlab.course.checks: every check passes the reference and fails, with a message that helps and
 without crashing, on a stub, on each typical mistake, and on garbage."""
 
 import re
@@ -10,10 +10,13 @@ import nbformat
 import pytest
 import torch
 
-from bertlab import BertConfig, BertModel, checks
+from bertlab import BertConfig, BertModel
+from bertlab.course import checks
 
 EXERCISES = list(checks.EXERCISES.values())
 MISTAKES = [(e, m) for e in EXERCISES for m in e.mistakes]
+ANSWERS = list(checks.ANSWERS.values())
+WRONG = [(a, m) for a in ANSWERS for m in a.wrong]
 
 
 def stub(*args, **kwargs):
@@ -44,10 +47,45 @@ def test_one_check_per_exercise_of_the_ten_notebooks():
     called = []
     for path in solutions:
         tests = [cell.source for cell in nbformat.read(path, as_version=4).cells
-                 if cell.metadata.get("nbgrader", {}).get("grade")]
+                 if cell.metadata.get("nbgrader", {}).get("grade") and cell.cell_type == "code"]
         assert len(tests) >= 3, path.name
         called += [re.match(r"checks\.(\w+)\(", source).group(1) for source in tests]
-    assert sorted(called) == sorted(checks.EXERCISES)
+    assert sorted(called) == sorted([*checks.EXERCISES, *checks.ANSWERS])
+
+
+def test_every_written_question_has_a_model_answer():
+    for path in sorted((Path(__file__).parents[1] / "solutions").glob("*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        for before, cell in zip(cells, cells[1:]):
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and meta.get("grade"):
+                assert meta["solution"] and meta["points"] > 0 and not meta["locked"], path.name
+                assert before.cell_type == "markdown", f"{path.name}: the question comes first"
+                lines = cell.source.strip().splitlines()
+                assert lines[0] == "### BEGIN SOLUTION" and lines[-1] == "### END SOLUTION"
+                assert len(lines) > 2, f"{path.name}: {meta['grade_id']} has no model answer"
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=lambda a: a.name)
+def test_the_expected_answer_is_right(answer, capsys):
+    answer(answer.answer())
+    assert capsys.readouterr().out == f"✓ {answer.name}: right\n"
+    assert answer.hint
+
+
+@pytest.mark.parametrize("answer, mistake", WRONG,
+                         ids=[f"{a.name}-{i}" for a in ANSWERS for i in range(len(a.wrong))])
+def test_a_typical_wrong_answer_fails_with_its_own_hint(answer, mistake):
+    message = failure(answer, mistake.fn())
+    first, hint = message.splitlines()
+    assert first.startswith(f"✗ {answer.name}: ")
+    assert str(answer.answer()) not in first or str(mistake.fn()) in first
+    assert hint == f"  hint: {mistake.hint}"
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=lambda a: a.name)
+def test_an_unanswered_answer_says_so(answer):
+    assert "not answered yet" in failure(answer, ...)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
@@ -83,12 +121,48 @@ def test_garbage_fails_cleanly(exercise, garbage):
 
 
 def test_a_failure_names_the_case_and_the_first_differing_value():
-    def unscaled(q, k, v, mask=None):
-        weights = (q @ k.transpose(-2, -1)).softmax(-1)
-        return weights @ v, weights
-    message = failure(checks.attention, unscaled)
-    assert "case 'one sequence (T=4, d=8), no mask': output[0, 0]: expected " in message
-    assert "hint: forgot to scale by 1/sqrt(d)?" in message
+    def unscaled(q, k, v, bias, mask=None):
+        return checks.ch03_attention.reference_relative_attention(q, k, v, bias, mask,
+                                                                  scale=False)
+    message = failure(checks.relative_attention, unscaled)
+    assert "case 'one sequence (T=4, d=8), R=1, no mask': output[0, 0]: expected " in message
+    assert "hint: scale the scores q·k by 1/sqrt(d)" in message
+
+
+def test_a_fully_masked_row_is_uniform_and_minus_infinity_is_named():
+    def minus_inf(q, k, v, bias, mask=None):
+        out, weights = checks.ch03_attention.reference_relative_attention(q, k, v, bias)
+        if mask is None:
+            return out, weights
+        return checks.ch03_attention.reference_relative_attention(q, k, v, bias, mask,
+                                                                  fill=float("-inf"))
+    message = failure(checks.relative_attention, minus_inf)
+    assert "case 'a fully masked row (query 0 sees no key)'" in message
+    assert "torch.finfo(scores.dtype).min" in message
+
+
+def test_forbidden_softmax_is_reported():
+    message = failure(checks.softmax, lambda x: x.softmax(-1))
+    assert "this calls `torch.softmax`, which this exercise asks you to do without" in message
+    message = failure(checks.layer_norm, lambda x, w, b, eps=1e-12: torch.nn.functional.layer_norm(
+        x, x.shape[-1:], w, b, eps))
+    assert "this calls `torch.nn.functional.layer_norm`" in message
+
+
+@pytest.mark.parametrize("check, answer", [
+    ("accuracy", lambda x, y: (x.argmax(-1) == y).float().mean()),
+    ("cosine_lr_at", lambda s, lr, w, t: __import__("torch").tensor(
+        checks.ch07_pretraining.reference_cosine_lr_at(s, lr, w, t))),
+    ("best_answer_span", lambda s, e, n: tuple(map(__import__("torch").tensor,
+                                                   checks.ch09_pairs_tokens_spans
+                                                   .reference_best_span(s, e, n)))),
+    ("entity_f1_by_type", lambda g, p: [list(row) for row in
+                                        checks.ch09_pairs_tokens_spans.reference_f1_by_type(g, p)]),
+    ("entity_f1_by_type", checks.ch09_pairs_tokens_spans.untyped_f1_by_type)],
+    ids=["0-d tensor for a float", "tensor for a float", "tensors for ints",
+         "lists for tuples", "entity type ignored"])
+def test_answers_of_the_wrong_kind_fail_the_visible_check(check, answer):
+    assert failure(getattr(checks, check), answer).startswith(f"✗ {check}: ")
 
 
 def test_wrong_shape_and_dtype_are_named():
@@ -99,10 +173,10 @@ def test_wrong_shape_and_dtype_are_named():
 
 
 def test_an_exception_is_reported_with_the_line_that_raised():
-    def attention(q, k, v, mask=None):
+    def relative_attention(q, k, v, bias, mask=None):
         scores = q @ k  # forgot the transpose
         return scores, scores
-    message = failure(checks.attention, attention)
+    message = failure(checks.relative_attention, relative_attention)
     assert "your function raised RuntimeError: " in message
     assert "(line " in message and ": scores = q @ k  # forgot the transpose)" in message
 
@@ -132,15 +206,15 @@ def test_a_check_leaves_the_global_random_state_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    checks.split_heads(checks.reference_split_heads)
+    checks.split_heads(checks.ch04_multi_head_attention.attention.split_heads)
     torch.testing.assert_close(torch.rand(3), expected)
 
 
 def test_the_parameter_formula_behind_the_mistakes_counts_like_the_model():
     config = BertConfig.tiny(vocab_size=300)
-    assert checks.parameter_formula(config) == BertModel(config).num_parameters()
-    assert checks.parameter_formula(BertConfig.base()) == 109_482_240
-    assert checks.parameter_formula(BertConfig.large()) == 335_141_888
+    assert checks.ch05_encoder.parameter_formula(config) == BertModel(config).num_parameters()
+    assert checks.ch05_encoder.parameter_formula(BertConfig.base()) == 109_482_240
+    assert checks.ch05_encoder.parameter_formula(BertConfig.large()) == 335_141_888
 
 
 def test_checks_add_nothing_to_bertlab_classes():
@@ -148,7 +222,7 @@ def test_checks_add_nothing_to_bertlab_classes():
     interpreter, so that nothing else has touched the classes before."""
     script = """
 import sys
-from bertlab import checks
+from bertlab.course import checks
 classes = [v for name, m in list(sys.modules.items()) if name.startswith("bertlab")
            for v in vars(m).values() if isinstance(v, type) and v.__module__.startswith("bertlab")]
 before = {c: set(vars(c)) for c in classes}

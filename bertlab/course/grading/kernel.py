@@ -1,26 +1,27 @@
 """The grading kernel's side of `bertlab grade`: resource limits, and a guard against tampering.
 
-Run as a script, this file is the kernel launcher (Linux): it limits its address space and file
-sizes, forbids itself to start processes (a seccomp filter: threads yes, fork no, so a fork bomb
-stops at its first fork) and to write anywhere but beneath its working directory (Landlock), and
-then becomes the kernel (`os.execv`), which inherits all of it:
+Run as a script, this file is the kernel launcher (Linux), started inside the submission's sandbox
+(see sandbox.py, which confines files, processes, users and the network): it limits its address
+space and file sizes and forbids itself to start processes (a seccomp filter: threads yes, fork no,
+so a fork bomb stops at its first fork), then becomes the kernel (`os.execv`), which inherits all
+of it:
 
-    python grading_runtime.py --memory-mb 4096 --fsize-mb 256 -- \
+    python kernel.py --memory-mb 4096 --fsize-mb 256 -- \
         python -m ipykernel_launcher -f kernel.json
 
 Imported in the kernel (the grader's first cell calls `start()`, before any student code), it
-snapshots the reference code the tests rely on: torch, builtins, every `bertlab` module (the
-checks and the reference implementations), and the IPython shell and kernel that report each cell's
-status. After every cell the grader calls `after_cell()`, which puts back anything that was
-replaced and raises `Tampering` naming it, so the next test runs against pristine references and
-the grader learns (from the reply, not from printed text) that the notebook tampered. It is called
-as a user expression, evaluated even when a notebook has replaced the shell's `run_cell`, and its
+snapshots the reference code that tests run in the student's kernel rely on (nbgrader's plain
+assert cells; the course's own tests are decided outside it, see verdicts.py): torch, builtins,
+every `bertlab` module, and the IPython shell and kernel that report each cell's status. After
+every cell the grader calls `after_cell()`, which puts back anything that was replaced and
+raises `Tampering` naming it, so the next test runs against pristine references and the grader
+learns (from the reply, not from printed text) that the notebook tampered. It is called as a
+user expression, evaluated even when a notebook has replaced the shell's `run_cell`, and its
 answer is signed with a secret given before any student code ran.
 
 This is a guard, not a sandbox: code written against the guard itself could still fool it from
-inside the process. The sandbox is the grader's: a separate kernel per notebook, its own empty
-folder (the only place it can write) and user, resource limits, verdicts read from the kernel's
-replies.
+inside the process. The sandbox is the grader's: a bubblewrap sandbox per notebook, resource
+limits, verdicts read from the kernel's replies.
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ WATCHED_MODULES = (
 
 @dataclass(frozen=True)
 class Limits:
-    """What `bertlab grade` allows each notebook (the launcher below enforces the last two)."""
+    """What `bertlab grade` allows each notebook (the launcher below enforces memory and file
+    size, the sandbox disk: the size of its one writable folder)."""
 
     cell_seconds: float = 120
     notebook_seconds: float = 900  # all cells together, reruns included
     startup_seconds: float = 180  # kernel start and the grader's imports: not the student's time
     memory_mb: int = 4096  # address space; importing torch in a kernel takes about 1.6 GB of it
     file_mb: int = 256
+    disk_mb: int = 512
 
 
+HIDDEN = "bertlab.course.checks"  # a stub in a student's kernel (see sandbox.py)
 CACHED_LATER = {"__slotnames__"}  # class attributes Python adds on first use (copy, pickle)
 
 
@@ -212,8 +216,8 @@ def start(secret: str, modules: list[str]) -> None:
     for name in WATCHED_MODULES + tuple(modules):
         try:
             importlib.import_module(name)
-        except ModuleNotFoundError as e:  # `from x import y` may name an attribute, not a module
-            if e.name != name:
+        except ModuleNotFoundError as e:  # `from x import y` may name an attribute, not a module;
+            if e.name != name and not e.name.startswith(HIDDEN):  # the checks are hidden here
                 raise
     from IPython import get_ipython
 
@@ -300,61 +304,6 @@ def forbid_processes() -> None:
         raise OSError(ctypes.get_errno(), "could not install the seccomp filter")
 
 
-# Landlock: system calls (the same on x86_64 and aarch64) and the write-type access rights
-LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
-LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
-LANDLOCK_WRITES = {  # LANDLOCK_ACCESS_FS_*: (bit, the ABI version that introduced it)
-    "WRITE_FILE": (1, 1), "REMOVE_DIR": (4, 1), "REMOVE_FILE": (5, 1), "MAKE_CHAR": (6, 1),
-    "MAKE_DIR": (7, 1), "MAKE_REG": (8, 1), "MAKE_SOCK": (9, 1), "MAKE_FIFO": (10, 1),
-    "MAKE_BLOCK": (11, 1), "MAKE_SYM": (12, 1), "REFER": (13, 2), "TRUNCATE": (14, 3),
-    "IOCTL_DEV": (15, 5),
-}
-FILE_WRITES = ("WRITE_FILE", "TRUNCATE", "IOCTL_DEV")  # the ones a rule on a file may grant
-WRITABLE_FILES = ("/dev/null",)
-
-
-class PathBeneath(ctypes.Structure):  # struct landlock_path_beneath_attr
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def landlock_abi() -> int:
-    """The Landlock ABI version of this Linux kernel; 0 if it has none (before 5.13, or off)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    return max(libc.syscall(LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION), 0)
-
-
-def forbid_writes_outside(folder: str) -> None:
-    """Let this process and everything it runs write, create, remove, rename or truncate files
-    only beneath `folder` (and in WRITABLE_FILES), whichever user it is, root included; reading
-    stays allowed everywhere. Limits: files open before this keep their access, and Landlock does
-    not cover metadata (chmod, chown, timestamps) or what is not a file (signals, the network).
-    Without Landlock this does nothing: the grader has warned."""
-    abi = landlock_abi()
-    if abi == 0:
-        return
-    handled = sum(1 << bit for bit, since in LANDLOCK_WRITES.values() if since <= abi)
-    file_rights = handled & sum(1 << LANDLOCK_WRITES[name][0] for name in FILE_WRITES)
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = ctypes.c_uint64(handled)  # struct landlock_ruleset_attr, its first field only
-    ruleset = libc.syscall(LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0)
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "could not create the Landlock ruleset")
-    for path, rights in ((folder, handled), *((file, file_rights) for file in WRITABLE_FILES)):
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        rule = PathBeneath(rights, fd)
-        failed = libc.syscall(LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
-                              ctypes.byref(rule), 0)
-        os.close(fd)
-        if failed:
-            raise OSError(ctypes.get_errno(), f"could not let the kernel write in {path}")
-    PR_SET_NO_NEW_PRIVS = 38
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) or libc.syscall(LANDLOCK_RESTRICT_SELF,
-                                                                   ruleset, 0):
-        raise OSError(ctypes.get_errno(), "could not enforce the Landlock ruleset")
-    os.close(ruleset)
-
-
 def limit(memory_mb: int, fsize_mb: int) -> None:
     """Lower this process's limits: address space, file size, no core dumps."""
     for which, value in ((resource.RLIMIT_AS, memory_mb << 20),
@@ -370,7 +319,6 @@ def main(argv: list[str]) -> None:
     options = dict(zip(argv[:split:2], map(int, argv[1:split:2])))
     limit(options["--memory-mb"], options["--fsize-mb"])
     forbid_processes()
-    forbid_writes_outside(os.getcwd())
     command = argv[split + 1 :]
     os.execv(command[0], command)
 

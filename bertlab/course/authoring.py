@@ -10,16 +10,24 @@ A solution notebook marks what students must write and what they must not see:
         ### END SOLUTION
 
 becomes, in the exercise, the signature and docstring with `raise NotImplementedError("implement
-softmax")`; a region outside any function becomes `# YOUR CODE HERE` and `raise
-NotImplementedError()`. Lines between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` are
-removed with their markers. Outputs and execution counts are cleared; cell ids and metadata (the
-nbgrader ids and points) are kept, and the same solutions always give the same bytes.
+softmax")`. A region outside any function that only binds values (`base_parameters = 110e6`, an
+answer to predict or measure) becomes `base_parameters = ...  # YOUR ANSWER HERE`, so that Run
+All goes on and the check says it is not answered yet; any other region outside a function becomes
+`# YOUR CODE HERE` and `raise NotImplementedError()`. Lines between `### BEGIN HIDDEN TESTS` and
+`### END HIDDEN TESTS` are removed with their markers. A written answer (a markdown cell that
+nbgrader marks as a solution, graded by hand) keeps its text outside the solution regions; each
+region (or the whole cell, if it has none) becomes YOUR ANSWER HERE, as nbgrader does. Outputs
+and execution counts are cleared; cell ids and metadata (the nbgrader ids and points) are kept,
+with the checksums and lock flags that nbgrader's own generate_assignment writes; the same
+solutions always give the same bytes.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import hashlib
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -27,6 +35,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+TEXT_STUB = "YOUR ANSWER HERE"  # nbgrader's, for written answers
 MARKER_WORDS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
@@ -92,6 +101,18 @@ def docstring_lines(function: ast.FunctionDef, begin: int, end: int) -> range:
     return range(0)
 
 
+def answer_names(lines: list[str]) -> list[str]:
+    """The names a region binds if it is nothing but `name = value` lines, else []."""
+    try:
+        tree = ast.parse(textwrap.dedent("\n".join(lines)))
+    except SyntaxError:
+        return []
+    if not tree.body or not all(isinstance(node, ast.Assign) and all(
+            isinstance(target, ast.Name) for target in node.targets) for node in tree.body):
+        return []
+    return list(dict.fromkeys(target.id for node in tree.body for target in node.targets))
+
+
 def stub_solutions(source: str, where: str) -> str:
     """Replace every solution region of a code cell by a stub that raises NotImplementedError."""
     lines = source.split("\n")
@@ -106,12 +127,29 @@ def stub_solutions(source: str, where: str) -> str:
     for begin, end in reversed(regions):
         indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
         function = enclosing_function(tree, begin + 1, len(indent))
-        if function is None:
+        if function is None and (names := answer_names(lines[begin + 1 : end])):
+            stub = [f"{indent}{name} = ...  # YOUR ANSWER HERE" for name in names]
+        elif function is None:
             stub = [indent + "# YOUR CODE HERE", indent + "raise NotImplementedError()"]
         else:
             stub = [lines[i] for i in docstring_lines(function, begin, end)]
             stub.append(f'{indent}raise NotImplementedError("implement {function.name}")')
         lines[begin : end + 1] = stub
+    return "\n".join(lines)
+
+
+def text_stub(source: str, where: str) -> str:
+    """A written answer (a markdown solution cell) as nbgrader releases it: each solution region,
+    or the whole cell if it has none, becomes YOUR ANSWER HERE."""
+    lines = source.split("\n")
+    regions = marked_regions(lines, SOLUTION, where)
+    if marked_regions(lines, HIDDEN_TESTS, where):
+        raise MarkerError(f"{where}: hidden tests belong in code cells, not in a written answer")
+    if not regions:
+        return TEXT_STUB
+    for begin, end in reversed(regions):
+        indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
+        lines[begin : end + 1] = [indent + TEXT_STUB]
     return "\n".join(lines)
 
 
@@ -132,8 +170,11 @@ def exercise_cell(cell: dict, where: str) -> dict:
     cell = copy.deepcopy(cell)
     check_markers(cell.source, where)
     if cell.cell_type != "code":
-        if any(word in cell.source for word in MARKER_WORDS):
-            raise MarkerError(f"{where}: markers are only understood in code cells")
+        if is_solution_cell(cell):
+            cell.source = text_stub(cell.source, where)
+        elif any(word in cell.source for word in MARKER_WORDS):
+            raise MarkerError(f"{where}: markers are only understood in code cells and in "
+                              "written answers (markdown cells with nbgrader's solution: true)")
         return cell
     source = stub_solutions(cell.source, where)
     if is_solution_cell(cell) and source == cell.source and "NotImplementedError" not in source:
@@ -146,10 +187,46 @@ def exercise_cell(cell: dict, where: str) -> dict:
     return cell
 
 
+def grade_flags(cell: dict) -> tuple[bool, bool, bool]:
+    """(grade, solution, locked) as nbgrader reads them (nbgrader.utils.is_grade, ...)."""
+    meta = cell.get("metadata", {}).get("nbgrader")
+    if meta is None:
+        return False, False, False
+    grade, solution = bool(meta.get("grade", False)), bool(meta.get("solution", False))
+    return grade, solution, not solution and (grade or bool(meta.get("locked", False)))
+
+
+def nbgrader_checksum(cell: dict) -> str:
+    """nbgrader.utils.compute_checksum: what nbgrader checks a released cell against."""
+    grade, solution, locked = grade_flags(cell)
+    meta = cell["metadata"]["nbgrader"]
+    parts = [cell["source"], cell["cell_type"], str(grade), str(solution), str(locked),
+             meta["grade_id"]] + ([str(float(meta["points"]))] if grade else [])
+    digest = hashlib.md5()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def released(cell: dict) -> dict:
+    """The cell with the metadata nbgrader's generate_assignment gives a released cell: locked
+    cells undeletable (LockCells' defaults), and the checksum of every graded, solution or locked
+    cell (ComputeChecksums), so that `nbgrader validate` and `autograde` accept it."""
+    grade, solution, locked = grade_flags(cell)
+    if solution or grade:
+        cell.metadata["deletable"] = False
+    if (grade and not solution) or locked:
+        cell.metadata["deletable"] = cell.metadata["editable"] = False
+    if (grade or solution or locked) and "grade_id" in cell.metadata.nbgrader:
+        cell.metadata.nbgrader["checksum"] = nbgrader_checksum(cell)
+        cell.metadata.nbgrader["cell_type"] = cell.cell_type
+    return cell
+
+
 def make_exercise(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The exercise notebook for solution notebook `nb` (named `name` in error messages)."""
     exercise = copy.deepcopy(nb)
-    exercise.cells = [exercise_cell(cell, f"{name}, cell {i} (id {cell.get('id', '?')})")
+    exercise.cells = [released(exercise_cell(cell, f"{name}, cell {i} (id {cell.get('id', '?')})"))
                       for i, cell in enumerate(nb.cells)]
     return exercise
 
