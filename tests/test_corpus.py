@@ -168,10 +168,10 @@ def test_missing_folder(tmp_path):
         load_corpus(tmp_path / "nowhere")
 
 
-def test_a_file_is_not_a_folder(tmp_path):
-    (tmp_path / "a.txt").write_text("text")
-    with pytest.raises(ValueError, match="not a folder"):
-        load_corpus(tmp_path / "a.txt")
+def test_a_file_of_another_kind_is_a_clear_error(tmp_path):
+    (tmp_path / "a.md").write_text("text")
+    with pytest.raises(ValueError, match="not a folder, a .txt file or a .jsonl file"):
+        load_corpus(tmp_path / "a.md")
 
 
 def test_empty_folder(tmp_path):

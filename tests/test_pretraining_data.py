@@ -2,12 +2,16 @@
 
 Statistical checks use bounds of 5 standard deviations of the binomial count (a correct
 implementation fails one with probability below 1e-6); every generator is seeded, so the
-outcome is fixed anyway.
+outcome is fixed anyway. The pairs are built from a token store and read lazily; `reference_*`
+below is the in-memory builder they replaced (lists of lists, one object per example), kept here
+as the oracle they must equal draw for draw.
 """
 
 import math
 import random
+import warnings
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,18 +22,20 @@ from torch.utils.data import DataLoader
 import bertlab
 from bertlab.data.pretraining import (
     IGNORE_INDEX,
+    PAIR,
     MLMMasker,
     PretrainingCollator,
     PretrainingDataset,
     PretrainingInstance,
     SpecialTokens,
     create_instances,
-    mask_instances,
+    mask_statically,
     pad,
     pretraining_examples,
-    tokenize_documents,
+    target_length,
     truncate_seq_pair,
 )
+from bertlab.data.store import TokenStore
 from bertlab.tokenization import train_wordpiece
 
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -50,6 +56,21 @@ def documents_from_lengths(segment_lengths):
             start += length
         documents.append(document)
     return documents
+
+
+def instances_of(documents, max_seq_len=128, short_seq_prob=0.1, dupe_factor=10, seed=0,
+                 recipe="course"):
+    """The unmasked instances the lazy pipeline makes of tokenized documents, as a list."""
+    store = TokenStore.from_token_ids(documents)
+    pairs = create_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe)
+    return PretrainingDataset(store, pairs, SPECIAL, PretrainingCollator(PAD))[:]
+
+
+def masked(instances, masker, seed=0):
+    """The instances with static masks (mask_statically), as PretrainingDataset applies them."""
+    masks = mask_statically(instances, masker, seed)
+    return [replace(x, **dict(zip(("input_ids", "mlm_labels"), masks.apply(i, x.input_ids))))
+            for i, x in enumerate(instances)]
 
 
 def random_documents(seed, num_docs, num_segments, max_segment_len):
@@ -99,7 +120,7 @@ def test_pairs_come_from_where_they_claim():
     documents = random_documents(0, num_docs=40, num_segments=100, max_segment_len=20)
     starts = [{s[0] - OFFSET - d * STRIDE for s in doc} for d, doc in enumerate(documents)]
     ends = [{s[-1] - OFFSET - d * STRIDE for s in doc} for d, doc in enumerate(documents)]
-    instances = create_instances(documents, SPECIAL, max_seq_len, dupe_factor=4, seed=1)
+    instances = instances_of(documents, max_seq_len, dupe_factor=4, seed=1)
     assert len(instances) > 3000
     trimmed_front = trimmed_back = 0
     for x in instances:
@@ -127,7 +148,7 @@ def test_every_segment_is_used_once_per_pass():
     # and each pass must place every segment exactly once, in an A or in an IsNext B (the
     # segments a NotNext pair leaves unused are put back).
     documents = documents_from_lengths([[1] * 300 for _ in range(6)])
-    instances = create_instances(documents, SPECIAL, max_seq_len=20, short_seq_prob=0.3,
+    instances = instances_of(documents, max_seq_len=20, short_seq_prob=0.3,
                                  dupe_factor=1, seed=2)
     used = Counter()
     for x in instances:
@@ -141,7 +162,7 @@ def test_every_segment_is_used_once_per_pass():
 @pytest.fixture(scope="module")
 def one_token_instances():
     documents = documents_from_lengths([[1] * 5000 for _ in range(4)])
-    return create_instances(documents, SPECIAL, max_seq_len=33, short_seq_prob=0.1,
+    return instances_of(documents, max_seq_len=33, short_seq_prob=0.1,
                             dupe_factor=10, seed=3)
 
 
@@ -175,7 +196,7 @@ def test_corner_cases_are_kept_not_dropped():
     documents = documents_from_lengths([[300], [1], [2, 1], [5] * 30])
     documents[3].insert(4, [])
     documents += [[], [[]]]
-    instances = create_instances(documents, SPECIAL, max_seq_len=32, short_seq_prob=0.0,
+    instances = instances_of(documents, max_seq_len=32, short_seq_prob=0.0,
                                  dupe_factor=1, seed=4)
     by_a_document = {}
     for x in instances:
@@ -188,6 +209,131 @@ def test_corner_cases_are_kept_not_dropped():
     assert single.is_random_next and a == documents[1][0]
     used = Counter(t for x, a, b in by_a_document[2] for t in a + ([] if x.is_random_next else b))
     assert used == Counter(documents[2][0] + documents[2][1])
+
+
+# ----------------------------------------------------------------------------------------------
+# The in-memory builder the lazy one replaced: its pairs, draw for draw
+
+
+def reference_random_span(documents, exclude, target, rng):
+    index = rng.randrange(len(documents) - 1)
+    document = documents[index + (index >= exclude)]
+    tokens = []
+    for j in range(rng.randrange(len(document)), len(document)):
+        tokens.extend(document[j])
+        if len(tokens) >= target:
+            break
+    return tokens
+
+
+def reference_document_pairs(documents, index, max_seq_len, short_seq_prob, rng):
+    document, max_num_tokens = documents[index], max_seq_len - 3
+    target = target_length(max_num_tokens, short_seq_prob, rng)
+    pairs, chunk, i = [], [], 0
+    while i < len(document):
+        chunk.append(document[i])
+        if i == len(document) - 1 or sum(map(len, chunk)) >= target:
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            tokens_a = [t for segment in chunk[:a_end] for t in segment]
+            is_random_next = len(chunk) == 1 or rng.random() < 0.5
+            if is_random_next:
+                tokens_b = reference_random_span(documents, index, target - len(tokens_a), rng)
+                i -= len(chunk) - a_end
+            else:
+                tokens_b = [t for segment in chunk[a_end:] for t in segment]
+            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            pairs.append((tokens_a, tokens_b, is_random_next))
+            chunk = []
+            target = target_length(max_num_tokens, short_seq_prob, rng)
+        i += 1
+    return pairs
+
+
+def reference_instances(documents, max_seq_len, short_seq_prob, dupe_factor, seed):
+    documents = [d for d in ([s for s in doc if len(s)] for doc in documents) if d]
+    rng = random.Random(seed)
+    pairs = [pair for _ in range(dupe_factor) for index in range(len(documents))
+             for pair in reference_document_pairs(documents, index, max_seq_len, short_seq_prob,
+                                                  rng)]
+    rng.shuffle(pairs)
+    return [(a, b, is_random_next) for a, b, is_random_next in pairs]
+
+
+@pytest.mark.parametrize("max_seq_len, short_seq_prob, dupe_factor, seed", [
+    (64, 0.1, 3, 0), (20, 0.3, 2, 1), (128, 0.0, 1, 2), (7, 0.5, 2, 3)])
+def test_the_lazy_pairs_equal_the_in_memory_builders(max_seq_len, short_seq_prob, dupe_factor,
+                                                      seed):
+    documents = random_documents(seed, num_docs=12, num_segments=60, max_segment_len=25)
+    documents[3][5:9] = [[], [], []]  # empty segments and an empty document are skipped
+    documents.insert(4, [])
+    expected = reference_instances(documents, max_seq_len, short_seq_prob, dupe_factor, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 7 tokens: mostly NotNext, which is not the point here
+        got = instances_of(documents, max_seq_len, short_seq_prob, dupe_factor, seed)
+    assert [(*split(x), x.is_random_next) for x in got] == expected
+
+
+def test_static_masks_equal_masking_the_whole_list_at_once():
+    # mask_statically draws batch by batch, as the in-memory builder masked its list: the same
+    # padded (B, T) batches, so the same stream of random numbers.
+    instances = random_instances(6, rows=2500)
+    masker = MLMMasker(VOCAB, SPECIAL)
+    got = masked(instances, masker, seed=0)
+    rng = np.random.default_rng(0)
+    for start in range(0, len(instances), 1024):
+        chunk = instances[start:start + 1024]
+        ids, labels = masker(pad([x.input_ids for x in chunk], PAD), rng)
+        for y, row_ids, row_labels in zip(got[start:start + 1024], ids, labels):
+            n = len(y.input_ids)
+            assert y.input_ids.tolist() == row_ids[:n].tolist()
+            assert y.mlm_labels.tolist() == row_labels[:n].tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# The original recipe: a target length per document, 15% of all the pair's tokens
+
+
+def is_next_lengths_by_document(instances, document_length):
+    """{document: the lengths (A + B) of its IsNext pairs that stop before its end}."""
+    lengths = {}
+    for x in instances:
+        if not x.is_random_next:
+            a, b = split(x)
+            document, _, last = locate(b)
+            if last < document_length - 1:
+                lengths.setdefault(document, set()).add(len(a) + len(b))
+    return lengths
+
+
+@pytest.fixture(scope="module")
+def long_documents():
+    return documents_from_lengths([[1] * 600 for _ in range(1000)])  # one-token segments
+
+
+def test_the_original_recipe_draws_one_target_per_document(long_documents):
+    # With one-token segments an IsNext pair is exactly its target long. The original keeps one
+    # target for the whole document: short (uniform in [2, 30], so < 30 with probability 28/29)
+    # for a share 0.1 * 28 / 29 of the documents, the full 30 tokens for the rest.
+    instances = instances_of(long_documents, max_seq_len=33, dupe_factor=1, seed=5,
+                             recipe="original")
+    by_document = is_next_lengths_by_document(instances, 600)
+    assert len(by_document) == 1000
+    assert all(len(lengths) == 1 for lengths in by_document.values())
+    targets = np.array([lengths.pop() for lengths in by_document.values()])  # (D,)
+    n, p = len(targets), 0.1 * 28 / 29
+    assert abs((targets < 30).sum() - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+    # Each pair uses up 3/4 of its target on average (IsNext: all of its chunk; NotNext: its A,
+    # half of the chunk on average, the rest is put back), so a document of L tokens makes
+    # about 4L / 3t pairs; the last, shorter chunk of each document adds about one more.
+    expected = sum(4 * 600 / (3 * t) for t in targets) + n
+    assert abs(len(instances) - expected) <= 0.03 * expected
+    course = instances_of(long_documents, max_seq_len=33, dupe_factor=1, seed=5)
+    many = sum(len(lengths) > 1 for lengths in is_next_lengths_by_document(course, 600).values())
+    assert many > 300  # the course's recipe draws a target per pair: documents mix lengths
+
+
+def test_pairs_take_21_bytes_each():
+    assert PAIR.itemsize == 21
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,7 +490,7 @@ def test_a_piece_after_sep_is_a_word_of_its_own():
 
 
 def test_collate_pads_to_the_longest_and_builds_every_input():
-    instances = mask_instances(random_instances(1, rows=8), MLMMasker(VOCAB, SPECIAL), seed=0)
+    instances = masked(random_instances(1, rows=8), MLMMasker(VOCAB, SPECIAL), seed=0)
     batch = PretrainingCollator(PAD)(instances)
     lengths = [len(x.input_ids) for x in instances]
     B, T = len(instances), max(lengths)
@@ -399,9 +545,11 @@ def test_dynamic_masking_resumes_from_a_state_dict():
 def test_dynamic_masking_in_dataloader_workers():
     # Workers reseed from the loader's worker seeds: epochs differ, and the same loader
     # generator gives the same masks again.
-    instances = random_instances(3, rows=64)
-    dataset = PretrainingDataset(
-        instances, PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL), seed=0))
+    rng = np.random.default_rng(3)
+    store = TokenStore.from_token_ids([[rng.integers(OFFSET, VOCAB, rng.integers(1, 10))
+                                        for _ in range(40)] for _ in range(4)])
+    dataset = PretrainingDataset(store, create_instances(store, 64, dupe_factor=1), SPECIAL,
+                                 PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL), seed=0))
 
     def epochs(seed):
         loader = DataLoader(dataset, batch_size=16, num_workers=2, collate_fn=dataset.collate,
@@ -415,11 +563,11 @@ def test_dynamic_masking_in_dataloader_workers():
 
 def test_collator_refuses_mixed_up_masking():
     unmasked = random_instances(4, rows=2)
-    masked = mask_instances(unmasked, MLMMasker(VOCAB, SPECIAL))
+    static = masked(unmasked, MLMMasker(VOCAB, SPECIAL))
     with pytest.raises(ValueError, match="not masked"):
         PretrainingCollator(PAD)(unmasked)
     with pytest.raises(ValueError, match="already masked"):
-        PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL))(masked)
+        PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL))(static)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,15 +587,6 @@ def texts(seed, num_docs=6, num_lines=60):
     return ["\n".join(" ".join(rng.choices(WORDS, k=rng.randint(3, 12)))
                       + ("\n" if rng.random() < 0.2 else "") for _ in range(num_lines))
             for _ in range(num_docs)]
-
-
-def test_tokenize_documents_neither_pads_nor_truncates(tokenizer):
-    assert tokenizer.padding is not None  # the MiniLM tokenizer pads to 128 and truncates
-    long_line = " ".join(["castle"] * 300)
-    [[short, long]] = tokenize_documents(["the king\n\n" + long_line], tokenizer)
-    assert short == [tokenizer.token_to_id("the"), tokenizer.token_to_id("king")]
-    assert len(long) == 300
-    assert tokenizer.padding is not None  # the caller's tokenizer is left as it was
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -507,6 +646,31 @@ def test_whole_word_masking_from_a_tokenizer(tokenizer):
     assert pieces > 0  # "unbelievable" is one token, but "forsooth", "whereof" are not
 
 
+def test_the_lazy_pairs_from_text_equal_the_in_memory_builders(tokenizer):
+    docs = texts(5)
+    plain = bertlab.tokenization.unpadded(tokenizer)
+    documents = [[plain.encode(line, add_special_tokens=False).ids
+                  for line in doc.splitlines() if line.strip()] for doc in docs]
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    expected = [([cls, *a, sep, *b, sep], len(a), is_random_next)
+                for a, b, is_random_next in reference_instances(documents, 64, 0.1, 2, seed=4)]
+    ds = pretraining_examples(docs, tokenizer, 64, seed=4, dupe_factor=2, dynamic_masking=True)
+    assert [(x.input_ids.tolist(), x.num_a, x.is_random_next) for x in ds.instances] == expected
+
+
+@pytest.mark.parametrize("recipe, full_pair", [("course", 9), ("original", 10)])
+def test_the_number_to_predict_counts_what_the_recipe_says(tokenizer, recipe, full_pair):
+    # The original counts every token of the pair: round(0.15 * 64) = 10 in a full 64-token
+    # pair; the course counts the 61 non-special ones: round(0.15 * 61) = 9.
+    ds = pretraining_examples(texts(6), tokenizer, 64, dupe_factor=1, recipe=recipe)
+    batch = ds.collate(ds[:len(ds)])
+    lengths = batch["attention_mask"].sum(1)  # (B,)
+    counted = lengths if recipe == "original" else lengths - 3
+    picked = (batch["mlm_labels"] != IGNORE_INDEX).sum(1)
+    assert picked.tolist() == [expected_count(n) for n in counted.tolist()]
+    assert set(picked[lengths == 64].tolist()) == {full_pair}
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 
@@ -514,10 +678,13 @@ def test_whole_word_masking_from_a_tokenizer(tokenizer):
 def test_bad_arguments_are_clear_errors(tokenizer):
     docs = documents_from_lengths([[3, 3], [3, 3]])
     with pytest.raises(ValueError, match="at least 5"):
-        create_instances(docs, SPECIAL, max_seq_len=4)
-    create_instances(docs, SPECIAL, max_seq_len=5)  # the smallest that works
+        instances_of(docs, max_seq_len=4)
+    with pytest.warns(UserWarning, match="100% of the pairs are NotNext"):
+        instances_of(docs, max_seq_len=5)  # the smallest that works: a warning, not an error
     with pytest.raises(ValueError, match="two non-empty documents"):
-        create_instances(docs[:1] + [[], [[]]], SPECIAL)
+        instances_of(docs[:1] + [[], [[]]])
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        instances_of(docs, recipe="google")
     with pytest.raises(ValueError, match="two non-empty documents"):
         pretraining_examples(["one document\nof two lines"], tokenizer)
     for p in (0.0, 1.0, -0.1, 1.5):
@@ -525,13 +692,16 @@ def test_bad_arguments_are_clear_errors(tokenizer):
             MLMMasker(VOCAB, SPECIAL, masked_lm_prob=p)
     for p in (-0.1, 1.5):
         with pytest.raises(ValueError, match="short_seq_prob"):
-            create_instances(docs, SPECIAL, short_seq_prob=p)
+            instances_of(docs, short_seq_prob=p)
     with pytest.raises(ValueError, match="max_predictions_per_seq"):
         MLMMasker(VOCAB, SPECIAL, max_predictions_per_seq=0)
     with pytest.raises(ValueError, match="dupe_factor"):
-        create_instances(docs, SPECIAL, dupe_factor=0)
+        instances_of(docs, dupe_factor=0)
     with pytest.raises(ValueError, match="list of strings"):
         pretraining_examples("a single string is not a list of documents", tokenizer)
+    other = train_wordpiece(texts(0), vocab_size=200)
+    with pytest.raises(ValueError, match="another tokenizer"):
+        pretraining_examples(TokenStore.build(texts(0), other), tokenizer)
 
 
 def test_a_tokenizer_without_bert_special_tokens_is_refused():

@@ -1,44 +1,63 @@
-"""Pretraining data: documents -> sentence pairs (NSP) -> masked tokens (MLM) -> batches.
+"""Pretraining data: a token store -> sentence pairs (NSP) -> masked tokens (MLM) -> batches.
 
 The recipe of Google's BERT (`create_pretraining_data.py`), step for step:
 
-1. A document is a list of segments (for our corpus: its non-empty lines), each a list of ids.
+1. A document is a list of segments (for our corpus: its non-empty lines), each a list of ids,
+   read from a `TokenStore` (bertlab.data.store: the corpus tokenized once, memory-mapped).
 2. `create_instances_from_document` gathers consecutive segments into a chunk of about
    `max_seq_len - 3` tokens, splits it into A and B at a segment boundary and, half of the time,
-   swaps B for a span of another document (NotNext). `truncate_seq_pair` trims the pair to fit.
+   swaps B for a span of another document (NotNext), putting the unused segments back.
+   `truncated` trims the pair to fit, from random ends of the longer side.
 3. `MLMMasker` picks ~15% of the tokens to predict: 80% become [MASK], 10% a random token, 10%
    stay as they are.
 
-The masking rule is written once and used two ways: when the examples are built (static, as BERT:
-`mask_instances`) or afresh every time a batch is made (dynamic, as RoBERTa: `PretrainingCollator`
-with a masker).
+A pair is stored as five numbers (`PAIR`: where A and B start in the store's tokens, their
+lengths, the NSP label; 21 bytes), never as a Python object: `create_instances` makes one pass
+over the corpus per dupe factor with one random stream, as the original (a NotNext pair puts
+segments back, so where the next chunk starts depends on this pair's draws), and shuffles.
+`PretrainingDataset[i]` reads pair i's tokens from the store when it is asked for.
 
-Where this differs from the original, on purpose:
-- The target length (10% of the time shorter) is drawn for every instance, as Megatron-LM does;
-  the original draws it once per document, and our documents are whole plays (hundreds of pairs).
+The masking rule is written once and used two ways: when the examples are built (static, as BERT:
+`mask_statically`, 4 bytes per prediction) or afresh every time a batch is made (dynamic, as
+RoBERTa: `PretrainingCollator` with a masker).
+
+Two choices change the numbers; `recipe` picks them:
+- "course" (the default, and what the shipped checkpoint was trained with): the target length
+  (10% of the time shorter) is drawn for every pair, as Megatron-LM does, and the number to
+  predict counts the non-special tokens: round(0.15 x 61) = 9 for a full 64-token pair.
+- "original": as Google's script, the target length is drawn once per document (and pass), so a
+  document that draws a short target is cut entirely into short pairs (more pairs, shorter on
+  average, and more variance from seed to seed), and the number to predict counts every token
+  of the pair, [CLS] and [SEP] included: round(0.15 x 64) = 10.
+
+Where both recipes differ from the original, on purpose:
 - The NotNext document is drawn among the *other* documents; the original gives up after ten
   tries and may then use the same document.
 - Whole words never reach across [SEP] (the original glues a "##" piece that starts B to A's last
-  word), and the number to predict counts the non-special tokens (the original also counts the
-  [CLS] and two [SEP]).
+  word).
 - Every special token of the tokenizer ([UNK] too) is never predicted and never a random
   replacement; the original predicts [UNK] and replaces with any vocabulary entry.
-- A segment longer than the sequence is kept, not dropped: it becomes an A on its own (with a
-  NotNext B) and `truncate_seq_pair` trims it, from random ends, to what fits.
+As the original, a segment longer than the sequence is kept: it becomes an A of its own (with a
+NotNext B) and is trimmed to fit. So when most segments fill a sequence alone (max_seq_len 5, or
+16 with long lines), most pairs are NotNext: `create_instances` then warns.
 """
 
 from __future__ import annotations
 
 import random
+import warnings
+from array import array
+from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset, get_worker_info
 
-from ..model import IGNORE_INDEX
+from ..config import IGNORE_INDEX
+from .store import TokenStore, tokenizer_hash
 
 CONTINUATION = "##"  # WordPiece marks a piece that continues the word before it
 
@@ -79,13 +98,29 @@ class PretrainingInstance:
 # ----------------------------------------------------------------------------------------------
 # Documents -> sentence pairs
 
+RECIPES = ("course", "original")  # see the module docstring
+PAIR = np.dtype([("a_start", np.int64), ("b_start", np.int64),  # offsets into store.tokens
+                 ("a_len", np.uint16), ("b_len", np.uint16), ("is_random_next", np.bool_)])
+
+
+def truncated(len_a: int, len_b: int, max_num_tokens: int,
+              rng: random.Random) -> tuple[int, int, int, int]:
+    """Trim the longer of A and B, one token at a time from a random end, until both fit.
+    -> (tokens cut off A's front, A's length, tokens cut off B's front, B's length)."""
+    front, length = [0, 0], [len_a, len_b]
+    while length[0] + length[1] > max_num_tokens:
+        side = 0 if length[0] > length[1] else 1
+        front[side] += rng.random() < 0.5
+        length[side] -= 1
+    return front[0], length[0], front[1], length[1]
+
 
 def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
                       rng: random.Random) -> None:
-    """Trim the longer of A and B, one token at a time from a random end, until both fit."""
-    while len(tokens_a) + len(tokens_b) > max_num_tokens:
-        longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        del longer[0 if rng.random() < 0.5 else -1]
+    """`truncated`, in place on two lists of ids."""
+    front_a, len_a, front_b, len_b = truncated(len(tokens_a), len(tokens_b), max_num_tokens, rng)
+    tokens_a[:] = tokens_a[front_a:front_a + len_a]
+    tokens_b[:] = tokens_b[front_b:front_b + len_b]
 
 
 def target_length(max_num_tokens: int, short_seq_prob: float, rng: random.Random) -> int:
@@ -93,57 +128,55 @@ def target_length(max_num_tokens: int, short_seq_prob: float, rng: random.Random
     return rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
 
 
-def random_span(documents: list[list[list[int]]], exclude: int, target: int,
-                rng: random.Random) -> list[int]:
-    """Consecutive segments of a random document other than `exclude`, from a random segment on,
-    until there are `target` tokens or the document ends (always at least one segment)."""
+def random_span(store: TokenStore, documents: np.ndarray, exclude: int, target: int,
+                rng: random.Random) -> tuple[int, int]:
+    """(start, length) in store.tokens of consecutive segments of a random document other than
+    documents[exclude], from a random segment on, until there are `target` tokens or the
+    document ends (always at least one segment)."""
     index = rng.randrange(len(documents) - 1)
     index += index >= exclude  # uniform over the other documents
-    document = documents[index]
-    tokens = []
-    for j in range(rng.randrange(len(document)), len(document)):
-        tokens.extend(document[j])
-        if len(tokens) >= target:
-            break
-    return tokens
+    first, last = store.documents[documents[index]:documents[index] + 2]  # its segments
+    segment = first + rng.randrange(last - first)
+    start = store.segments[segment]
+    ends = store.segments[segment + 1:last + 1]  # (n,) where each segment from there on ends
+    end = ends[min(np.searchsorted(ends, start + target), len(ends) - 1)]
+    return int(start), int(end - start)
 
 
-def create_instances_from_document(documents: list[list[list[int]]], index: int,
-                                   max_seq_len: int, short_seq_prob: float,
-                                   rng: random.Random) -> list[tuple[list[int], list[int], bool]]:
-    """The NSP pairs (tokens_a, tokens_b, is_random_next) of documents[index], in order."""
-    document = documents[index]
+def create_instances_from_document(store: TokenStore, documents: np.ndarray, index: int,
+                                   max_seq_len: int, short_seq_prob: float, rng: random.Random,
+                                   recipe: str = "course") -> list[tuple[int, int, int, int, bool]]:
+    """The NSP pairs of store document documents[index], in order, as (a_start, b_start, a_len,
+    b_len, is_random_next): A is store.tokens[a_start:a_start + a_len], B likewise."""
     max_num_tokens = max_seq_len - 3  # room for [CLS] A [SEP] B [SEP]
+    d = documents[index]
+    starts = store.segments[store.documents[d]:store.documents[d + 1] + 1].tolist()  # (n + 1,)
+    n = len(starts) - 1  # segments; segment s is tokens[starts[s]:starts[s + 1]]
     target = target_length(max_num_tokens, short_seq_prob, rng)
     pairs = []
-    chunk, chunk_len = [], 0
-    i = 0
-    while i < len(document):
-        chunk.append(document[i])
-        chunk_len += len(document[i])
-        if i == len(document) - 1 or chunk_len >= target:
-            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1  # segments in A
-            tokens_a = [t for segment in chunk[:a_end] for t in segment]
-            is_random_next = len(chunk) == 1 or rng.random() < 0.5
-            if is_random_next:
-                tokens_b = random_span(documents, index, target - len(tokens_a), rng)
-                i -= len(chunk) - a_end  # put the unused segments back: they start the next chunk
-            else:
-                tokens_b = [t for segment in chunk[a_end:] for t in segment]
-            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-            pairs.append((tokens_a, tokens_b, is_random_next))
-            chunk, chunk_len = [], 0
+    c = 0  # the chunk's first segment
+    while c < n:
+        e = bisect_left(starts, starts[c] + target, c + 1, n)  # the chunk: segments c to e - 1
+        a_end = c + (rng.randint(1, e - c - 1) if e - c >= 2 else 1)  # A: segments c to a_end - 1
+        a_start, a_len = starts[c], starts[a_end] - starts[c]
+        is_random_next = e - c == 1 or rng.random() < 0.5
+        if is_random_next:
+            b_start, b_len = random_span(store, documents, index, target - a_len, rng)
+            c = a_end  # put the unused segments back: they start the next chunk
+        else:
+            b_start, b_len = starts[a_end], starts[e] - starts[a_end]
+            c = e
+        front_a, a_len, front_b, b_len = truncated(a_len, b_len, max_num_tokens, rng)
+        pairs.append((a_start + front_a, b_start + front_b, a_len, b_len, is_random_next))
+        if recipe == "course":  # the original keeps one target for the whole document
             target = target_length(max_num_tokens, short_seq_prob, rng)
-        i += 1
     return pairs
 
 
-def create_instances(documents: Sequence[Sequence[Sequence[int]]], special: SpecialTokens,
-                     max_seq_len: int = 128, short_seq_prob: float = 0.1, dupe_factor: int = 10,
-                     seed: int = 0) -> list[PretrainingInstance]:
-    """Unmasked NSP instances from tokenized documents: `dupe_factor` passes (each splits the
-    documents differently), shuffled. Empty segments and documents carry no tokens and are skipped.
-    """
+def create_instances(store: TokenStore, max_seq_len: int = 128, short_seq_prob: float = 0.1,
+                     dupe_factor: int = 10, seed: int = 0, recipe: str = "course") -> np.ndarray:
+    """(N,) PAIR: the NSP pairs of every document with a segment, `dupe_factor` passes (each
+    splits the documents differently), shuffled."""
     if max_seq_len < 5:
         raise ValueError(f"max_seq_len must be at least 5 for [CLS] A [SEP] B [SEP] with one token "
                          f"in A and B, got {max_seq_len}")
@@ -151,19 +184,40 @@ def create_instances(documents: Sequence[Sequence[Sequence[int]]], special: Spec
         raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
     if not isinstance(dupe_factor, int) or dupe_factor < 1:
         raise ValueError(f"dupe_factor must be a positive integer, got {dupe_factor!r}")
-    documents = [[segment for segment in doc if len(segment)] for doc in documents]
-    documents = [doc for doc in documents if doc]
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    documents = np.flatnonzero(np.diff(store.documents) > 0)  # (D,) those with a segment
     if len(documents) < 2:
         raise ValueError(f"need at least two non-empty documents for NotNext pairs (B from another "
                          f"document), got {len(documents)}: split the text into documents")
     rng = random.Random(seed)
-    pairs = [pair for _ in range(dupe_factor) for index in range(len(documents))
-             for pair in create_instances_from_document(documents, index, max_seq_len,
-                                                        short_seq_prob, rng)]
-    rng.shuffle(pairs)
-    return [PretrainingInstance(np.array([special.cls, *a, special.sep, *b, special.sep],
-                                         dtype=np.int32), len(a), is_random_next)
-            for a, b, is_random_next in pairs]
+    flat = array("q")  # the pairs' five numbers, end to end
+    for _ in range(dupe_factor):
+        for index in range(len(documents)):
+            for pair in create_instances_from_document(store, documents, index, max_seq_len,
+                                                       short_seq_prob, rng, recipe):
+                flat.extend(pair)
+    columns = np.frombuffer(flat, np.int64).reshape(-1, 5)  # (N, 5)
+    order = list(range(len(columns)))
+    rng.shuffle(order)  # as the original shuffles its list of instances
+    order = np.array(order)  # (N,)
+    pairs = np.empty(len(columns), PAIR)  # (N,)
+    for k, name in enumerate(PAIR.names):
+        pairs[name] = columns[order, k]
+    warn_if_mostly_not_next(store, pairs, max_seq_len)
+    return pairs
+
+
+def warn_if_mostly_not_next(store: TokenStore, pairs: np.ndarray, max_seq_len: int) -> None:
+    """A chunk of one segment cannot be cut, so its B comes from another document: when most
+    segments fill a sequence on their own, NSP stops being a coin flip."""
+    n, share = len(pairs), pairs["is_random_next"].mean()
+    if share > 0.5 + max(0.1, 2.5 / np.sqrt(n)):  # 5 standard deviations, or 10 points
+        filling = (np.diff(store.segments) >= max_seq_len - 3).mean()
+        warnings.warn(f"{share:.0%} of the pairs are NotNext, not about half: with max_seq_len "
+                      f"{max_seq_len}, {filling:.0%} of the segments fill a sequence on their own, "
+                      "and a chunk of one segment always gets its B from another document. Use "
+                      "a longer max_seq_len or shorter segments (lines).", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +233,8 @@ class MLMMasker:
     draw is < 0.8, else stays itself if a second draw is < 0.5, else becomes a random non-special
     token. With whole-word masking, "##" pieces are picked with the word they continue: words are
     tried in random order and one that would overshoot the count is skipped, as the original does
-    (so a sequence may end up with fewer).
+    (so a sequence may end up with fewer). With `count_all_tokens` (the original recipe) n is the
+    length of the sequence, [CLS] and [SEP] included, instead.
 
     It works in numpy: on batches this small, numpy's single-threaded calls are faster than
     torch's and leave the CPU threads to the model.
@@ -187,7 +242,7 @@ class MLMMasker:
 
     def __init__(self, vocab_size: int, special: SpecialTokens, masked_lm_prob: float = 0.15,
                  max_predictions_per_seq: int = 20,
-                 continuation_ids: Sequence[int] | None = None):
+                 continuation_ids: Sequence[int] | None = None, count_all_tokens: bool = False):
         if not 0.0 < masked_lm_prob < 1.0:
             raise ValueError(f"masked_lm_prob must be in (0, 1), got {masked_lm_prob}")
         if not isinstance(max_predictions_per_seq, int) or max_predictions_per_seq < 1:
@@ -196,6 +251,7 @@ class MLMMasker:
         self.special = special
         self.masked_lm_prob = masked_lm_prob
         self.max_predictions_per_seq = max_predictions_per_seq
+        self.count_all_tokens = count_all_tokens
         self.is_special = np.zeros(vocab_size, dtype=bool)  # (V,)
         self.is_special[list(special.all_ids)] = True
         self.replacements = np.flatnonzero(~self.is_special)  # the ids a random token is from
@@ -208,7 +264,8 @@ class MLMMasker:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Tokenizer, masked_lm_prob: float = 0.15,
-                       max_predictions_per_seq: int = 20, whole_word_mask: bool = False):
+                       max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
+                       count_all_tokens: bool = False):
         continuation_ids = None
         if whole_word_mask:
             vocab = tokenizer.get_vocab()
@@ -217,10 +274,10 @@ class MLMMasker:
                 raise ValueError(f"whole-word masking needs WordPiece's '{CONTINUATION}' pieces; "
                                  "this tokenizer has none")
         return cls(tokenizer.get_vocab_size(), SpecialTokens.from_tokenizer(tokenizer),
-                   masked_lm_prob, max_predictions_per_seq, continuation_ids)
+                   masked_lm_prob, max_predictions_per_seq, continuation_ids, count_all_tokens)
 
     def num_to_predict(self, n: np.ndarray) -> np.ndarray:
-        """(B,) non-special token counts -> (B,) how many to predict."""
+        """(B,) token counts (non-special ones, or all) -> (B,) how many to predict."""
         k = np.round(n * self.masked_lm_prob)  # as Python's round: halves to even (4.5 -> 4)
         return np.minimum(np.clip(k, 1, self.max_predictions_per_seq), n).astype(np.int64)
 
@@ -244,8 +301,9 @@ class MLMMasker:
         length = np.bincount(row_word, candidate.ravel(), B * T).reshape(B, T).astype(np.int64)
         keys = np.where(length > 0, rng.random((B, T)), 2.0)  # (B, W=T), non-words last
         order = keys.argsort(1)  # (B, W) words in random order
-        taken_in_order = self.take_greedily(np.take_along_axis(length, order, 1),
-                                            self.num_to_predict(candidate.sum(1)))
+        counted = (input_ids != self.special.pad) if self.count_all_tokens else candidate
+        k = np.minimum(self.num_to_predict(counted.sum(1)), candidate.sum(1))  # (B,)
+        taken_in_order = self.take_greedily(np.take_along_axis(length, order, 1), k)
         taken = np.empty_like(taken_in_order)  # (B, W) by word index
         np.put_along_axis(taken, order, taken_in_order, 1)
         return candidate & np.take_along_axis(taken, word, 1)
@@ -282,18 +340,42 @@ def pad(sequences: Sequence[np.ndarray], value: int) -> np.ndarray:
     return padded
 
 
-def mask_instances(instances: Sequence[PretrainingInstance], masker: MLMMasker, seed: int = 0,
-                   batch_size: int = 1024) -> list[PretrainingInstance]:
-    """Static masking, as BERT: every instance gets its masks once, here."""
+@dataclass
+class StaticMasks:
+    """Masks drawn once (static masking, as BERT), 4 bytes per prediction: instance i shows
+    shown[o:p] at positions[o:p], where o, p = offsets[i], offsets[i + 1]."""
+
+    offsets: np.ndarray  # (N + 1,) int64
+    positions: np.ndarray  # (M,) uint16
+    shown: np.ndarray  # (M,) uint16, or uint32 for a vocabulary over 65,536
+
+    def apply(self, i: int, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Instance i's unmasked (T,) ids -> (masked ids, labels), both (T,) int32."""
+        span = slice(self.offsets[i], self.offsets[i + 1])
+        positions = self.positions[span]
+        labels = np.full(len(input_ids), IGNORE_INDEX, dtype=np.int32)
+        labels[positions] = input_ids[positions]
+        masked = input_ids.copy()
+        masked[positions] = self.shown[span]
+        return masked, labels
+
+
+def mask_statically(instances: Sequence[PretrainingInstance], masker: MLMMasker, seed: int = 0,
+                    batch_size: int = 1024) -> StaticMasks:
+    """Static masking, as BERT: every instance gets its masks once, here, in batches."""
     rng = np.random.default_rng(seed)
-    masked_instances = []
+    shown_dtype = np.uint16 if len(masker.is_special) <= 2**16 else np.uint32
+    counts, positions, shown = [np.zeros(1, np.int64)], [np.zeros(0, np.uint16)], [
+        np.zeros(0, shown_dtype)]
     for start in range(0, len(instances), batch_size):
-        chunk = instances[start:start + batch_size]
-        ids, labels = masker(pad([x.input_ids for x in chunk], masker.special.pad), rng)
-        for x, row_ids, row_labels in zip(chunk, ids.astype(np.int32), labels.astype(np.int32)):
-            n = len(x.input_ids)
-            masked_instances.append(replace(x, input_ids=row_ids[:n], mlm_labels=row_labels[:n]))
-    return masked_instances
+        ids, labels = masker(pad([x.input_ids for x in instances[start:start + batch_size]],
+                                 masker.special.pad), rng)  # (B, T) each
+        picked = labels != IGNORE_INDEX
+        counts.append(picked.sum(1))
+        positions.append(np.nonzero(picked)[1].astype(np.uint16))
+        shown.append(ids[picked].astype(shown_dtype))
+    return StaticMasks(np.cumsum(np.concatenate(counts)), np.concatenate(positions),
+                       np.concatenate(shown))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,7 +386,7 @@ class PretrainingCollator:
     """Instances -> a padded batch of long tensors, the keyword arguments of `BertForPreTraining`.
 
     With a masker it masks afresh at every call (dynamic masking, as RoBERTa) and the instances
-    must be unmasked; without one they must carry their static masks (`mask_instances`).
+    must be unmasked; without one they must carry their static masks (`mask_statically`).
     """
 
     def __init__(self, pad_id: int, masker: MLMMasker | None = None, seed: int = 0):
@@ -318,9 +400,10 @@ class PretrainingCollator:
         static = [x.mlm_labels is not None for x in instances]
         if self.masker is not None and any(static):
             raise ValueError("these instances are already masked: a dynamic-masking collator "
-                             "needs the unmasked instances of create_instances")
+                             "needs unmasked instances (pretraining_examples with "
+                             "dynamic_masking=True)")
         if self.masker is None and not all(static):
-            raise ValueError("these instances are not masked: mask them with mask_instances, or "
+            raise ValueError("these instances are not masked: mask them with mask_statically, or "
                              "give the collator a masker for dynamic masking")
         input_ids = pad([x.input_ids for x in instances], self.pad_id)  # (B, T)
         lengths = np.array([len(x.input_ids) for x in instances])  # (B,)
@@ -356,51 +439,68 @@ class PretrainingCollator:
 
 
 class PretrainingDataset(Dataset):
-    """The instances, and the collator that turns a list of them into a batch."""
+    """The pairs of a token store, made into instances when indexed (with their static masks,
+    if any), and the collator that turns a list of them into a batch. Nothing else is held per
+    example: `pairs` is (N,) PAIR, 21 bytes each."""
 
-    def __init__(self, instances: Sequence[PretrainingInstance], collate: PretrainingCollator):
-        self.instances = instances
-        self.collate = collate
+    def __init__(self, store: TokenStore, pairs: np.ndarray, special: SpecialTokens,
+                 collate: PretrainingCollator, masks: StaticMasks | None = None):
+        self.store, self.pairs, self.special = store, pairs, special
+        self.collate, self.masks = collate, masks
 
     def __len__(self) -> int:
-        return len(self.instances)
+        return len(self.pairs)
 
-    def __getitem__(self, i: int) -> PretrainingInstance:
-        return self.instances[i]
+    def __getitem__(self, i: int | slice) -> PretrainingInstance | list[PretrainingInstance]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]  # from the end if negative; IndexError past it
+        a_start, b_start, a_len, b_len, is_random_next = self.pairs[i].item()
+        tokens = self.store.tokens
+        input_ids = np.empty(a_len + b_len + 3, np.int32)  # (T,) [CLS] A [SEP] B [SEP]
+        input_ids[[0, a_len + 1, -1]] = self.special.cls, self.special.sep, self.special.sep
+        input_ids[1:a_len + 1] = tokens[a_start:a_start + a_len]
+        input_ids[a_len + 2:-1] = tokens[b_start:b_start + b_len]
+        mlm_labels = None
+        if self.masks is not None:
+            input_ids, mlm_labels = self.masks.apply(i, input_ids)
+        return PretrainingInstance(input_ids, a_len, is_random_next, mlm_labels)
+
+    @property
+    def instances(self) -> PretrainingDataset:
+        """The instances as a sequence: the data set itself (`ds.instances[:8]` is a list)."""
+        return self
 
 
 # ----------------------------------------------------------------------------------------------
 # Text -> examples, in one call
 
 
-def tokenize_documents(texts: Sequence[str], tokenizer: Tokenizer) -> list[list[list[int]]]:
-    """Each text's non-empty lines as token ids, without special tokens: the segments."""
-    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
-        raise ValueError("documents must be a list of strings, one per document "
-                         "(e.g. [d.text for d in load_corpus()])")
-    lines = [[s for s in (line.strip() for line in text.splitlines()) if s] for text in texts]
-    plain = Tokenizer.from_str(tokenizer.to_str())  # a copy that neither pads nor truncates
-    plain.no_padding()
-    plain.no_truncation()
-    encodings = iter(plain.encode_batch([s for doc in lines for s in doc],
-                                        add_special_tokens=False))
-    return [[next(encodings).ids for _ in doc] for doc in lines]
-
-
-def pretraining_examples(documents: Sequence[str], tokenizer: Tokenizer, max_seq_len: int = 128,
-                         seed: int = 0, *, dupe_factor: int = 10, short_seq_prob: float = 0.1,
-                         masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20,
-                         whole_word_mask: bool = False,
-                         dynamic_masking: bool = False) -> PretrainingDataset:
-    """Texts (one per document; segments are its non-empty lines) -> BERT pretraining examples.
+def pretraining_examples(documents: Sequence[str] | TokenStore, tokenizer: Tokenizer,
+                         max_seq_len: int = 128, seed: int = 0, *, dupe_factor: int = 10,
+                         short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
+                         max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
+                         dynamic_masking: bool = False,
+                         recipe: str = "course") -> PretrainingDataset:
+    """Texts (one per document; segments are its non-empty lines), or the `TokenStore` they were
+    tokenized into by this tokenizer -> BERT pretraining examples, by `recipe` ("course" or
+    "original", see the module docstring).
 
     Use as `DataLoader(ds, batch_size=32, shuffle=True, collate_fn=ds.collate)`.
     """
     masker = MLMMasker.from_tokenizer(tokenizer, masked_lm_prob, max_predictions_per_seq,
-                                      whole_word_mask)
-    instances = create_instances(tokenize_documents(documents, tokenizer), masker.special,
-                                 max_seq_len, short_seq_prob, dupe_factor, seed)
+                                      whole_word_mask, count_all_tokens=recipe == "original")
+    store = documents
+    if not isinstance(store, TokenStore):
+        store = TokenStore.build(documents, tokenizer)
+    elif store.meta["tokenizer"] not in (None, tokenizer_hash(tokenizer)):
+        raise ValueError("this token store was made with another tokenizer: build the store "
+                         "with the tokenizer the examples are for")
+    pairs = create_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe)
     pad_id = masker.special.pad
     if dynamic_masking:
-        return PretrainingDataset(instances, PretrainingCollator(pad_id, masker, seed))
-    return PretrainingDataset(mask_instances(instances, masker, seed), PretrainingCollator(pad_id))
+        return PretrainingDataset(store, pairs, masker.special,
+                                  PretrainingCollator(pad_id, masker, seed))
+    unmasked = PretrainingDataset(store, pairs, masker.special, PretrainingCollator(pad_id))
+    return PretrainingDataset(store, pairs, masker.special, PretrainingCollator(pad_id),
+                              mask_statically(unmasked, masker, seed))
