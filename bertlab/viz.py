@@ -1,36 +1,47 @@
-"""Pictures of attention and of training: matplotlib figures, and ipywidgets that redraw them.
+"""Pictures of attention and of training: matplotlib figures, and front-end views that redraw in
+the browser.
 
-Every view is a function that returns a matplotlib `Figure`, closed to pyplot: it is shown once,
-by being a cell's last value or by `display(fig)`, and nothing is left open. Each view of
-attention also has a `..._widget` twin: controls above an Output that redraws the figure when a
-control changes. Only matplotlib and ipywidgets: no JavaScript, nothing fetched from the network.
+Every figure is a function that returns a matplotlib `Figure`, closed to pyplot: it is shown once,
+by being a cell's last value or by `display(fig)`, and nothing is left open.
+
+The attention views also come as widgets (`neuron_view_widget`, `head_view_widget`,
+`model_view_widget`, `attention_heatmap_widget`), built with anywidget: the numbers (tokens,
+weights, queries, keys) go to the browser once, as float32 bytes, and a change of layer, head or
+query token is drawn there by `viz_static/attention_views.js`, a plain ES module shipped inside
+the package (nothing fetched from a CDN, works offline). Hover a token in the head view to see
+its lines; click a token in the neuron view to make it the query; click a head in the model view
+to see it large. Each widget's output also holds the matching matplotlib figure as a PNG and a
+short, stable text/plain, so nbconvert and GitHub show the picture and nbval compares the text.
 
 Attention inputs (`attn`) come as a model returns them, `model(ids, output_attentions=True)
 .attentions`: a tuple with one (1, H, T, T) tensor per layer (or (H, T, T) per layer), for ONE
 sequence. A single (H, T, T) tensor is one layer, a single (T, T) tensor one head. Queries and
 keys (from `queries_keys`) come in the same shape with D = head size in place of the last T.
+The front-end views are made for sentences, up to a few dozen tokens.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import ipywidgets as widgets
+import anywidget
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import traitlets
 from matplotlib.figure import Figure
 
 from .attention import MultiHeadSelfAttention
+from .training import metric_rows
 
-DPI = 80
+DPI = 100
 WEIGHTS_CMAP = "Blues"  # attention weights: 0 (white) to 1 (dark blue)
 VECTOR_CMAP = "RdBu_r"  # vector entries: negative blue, positive red, 0 white
+STATIC = Path(__file__).parent / "viz_static"  # the views' JavaScript and CSS
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -75,7 +86,8 @@ def check_tokens(tokens, length: int) -> list[str]:
 
 def check_index(kind: str, index: int, count: int) -> int:
     if not 0 <= index < count:
-        raise ValueError(f"{kind} {index} is out of range: there are {count} {kind}s, "
+        kinds = "queries" if kind == "query" else f"{kind}s"
+        raise ValueError(f"{kind} {index} is out of range: there are {count} {kinds}, "
                          f"0 to {count - 1}")
     return index
 
@@ -90,30 +102,37 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def draw_weights(ax, weights: torch.Tensor, tokens: list[str] | None) -> None:
-    """A (T, T) weight matrix as an image with 0..1 colors; tokens on both axes if given."""
-    ax.imshow(weights.numpy(), cmap=WEIGHTS_CMAP, vmin=0.0, vmax=1.0)
+def draw_weights(ax, weights: torch.Tensor, tokens: list[str] | None, fontsize: float = 10):
+    """A (T, T) weight matrix as an image with 0..1 colors; tokens on both axes if given.
+    Returns the image, for a colour bar."""
+    image = ax.imshow(weights.numpy(), cmap=WEIGHTS_CMAP, vmin=0.0, vmax=1.0)
     if tokens is None:
         ax.set_xticks([])
         ax.set_yticks([])
-        return
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90)
-    ax.set_yticks(range(len(tokens)), tokens)
+    else:
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=fontsize)
+    return image
+
+
+def weights_colorbar(fig, image, ax, **kwargs) -> None:
+    """The 0..1 colour bar of attention weights beside `ax` (one axes or a list of them)."""
+    bar = fig.colorbar(image, ax=ax, label="attention weight", **kwargs)
+    bar.ax.tick_params(labelsize=9)
 
 
 def attention_heatmap(attn, tokens, layer: int = 0, head: int = 0, ax=None) -> Figure:
-    """One head's attention as a T x T grid: row = query token, column = key token.
-
-    Draws into `ax` if given (end the cell with plt.show() then), else into a new Figure.
-    """
+    """One head's attention as a T x T grid: row = query token, column = key token, with a colour
+    bar. Draws into `ax` if given (end the cell with plt.show() then), else into a new Figure."""
     attn = per_layer(attn)  # (L, H, T, T)
     tokens = check_tokens(tokens, attn.size(-1))
     layer, head = check_index("layer", layer, attn.size(0)), check_index("head", head, attn.size(1))
     weights = attn[layer, head]  # (T, T)
     if ax is None:
-        size = 1.5 + 0.3 * len(tokens)
-        ax = new_figure(size, size).add_subplot()
-    draw_weights(ax, weights, tokens)
+        size = 2.0 + 0.3 * len(tokens)
+        ax = new_figure(size + 1.0, size).add_subplot()
+    image = draw_weights(ax, weights, tokens)
+    weights_colorbar(ax.figure, image, ax, shrink=0.8)
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     ax.set_title(f"layer {layer}, head {head}")
@@ -121,22 +140,25 @@ def attention_heatmap(attn, tokens, layer: int = 0, head: int = 0, ax=None) -> F
 
 
 def head_view(attn, tokens, layer: int = 0, ncols: int = 4) -> Figure:
-    """All heads of one layer side by side, tokens on the outer axes."""
+    """All heads of one layer side by side, tokens on the outer axes, one colour bar."""
     attn = per_layer(attn)  # (L, H, T, T)
     tokens = check_tokens(tokens, attn.size(-1))
     heads = attn[check_index("layer", layer, attn.size(0))]  # (H, T, T)
     ncols = min(ncols, len(heads))
     nrows = -(-len(heads) // ncols)
-    size = 0.8 + 0.13 * len(tokens)  # inches per head
-    fig = new_figure(size * ncols + 1, size * nrows + 1)
+    size = 1.0 + 0.13 * len(tokens)  # inches per head
+    fig = new_figure(size * ncols + 1.2, size * nrows + 1.0)
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flat
+    shown = []
     for h, ax in enumerate(axes):
         if h >= len(heads):
             ax.remove()
             continue
-        draw_weights(ax, heads[h], tokens)
-        ax.set_title(f"head {h}")
+        image = draw_weights(ax, heads[h], tokens, fontsize=9)
+        ax.set_title(f"head {h}", fontsize=10)
         ax.label_outer()
+        shown.append(ax)
+    weights_colorbar(fig, image, shown, shrink=0.5)
     fig.suptitle(f"layer {layer}: every head's attention (row = query, column = key)")
     return fig
 
@@ -146,14 +168,15 @@ def model_view(attn, tokens) -> Figure:
     attn = per_layer(attn)  # (L, H, T, T)
     check_tokens(tokens, attn.size(-1))
     L, H = attn.shape[:2]
-    fig = new_figure(0.8 * H + 0.6, 0.8 * L + 0.6)
+    fig = new_figure(0.9 * H + 1.6, 0.9 * L + 0.7)
     axes = fig.subplots(L, H, squeeze=False)
     for (layer, head), ax in np.ndenumerate(axes):
-        draw_weights(ax, attn[layer, head], None)
+        image = draw_weights(ax, attn[layer, head], None)
         if layer == 0:
-            ax.set_title(f"head {head}", fontsize=8)
+            ax.set_title(f"head {head}", fontsize=10)
         if head == 0:
-            ax.set_ylabel(f"layer {layer}", fontsize=8)
+            ax.set_ylabel(f"layer {layer}", fontsize=10)
+    weights_colorbar(fig, image, axes.ravel().tolist(), shrink=0.8, aspect=30)
     return fig
 
 
@@ -212,12 +235,12 @@ def neuron_terms(queries, keys, layer: int = 0, head: int = 0, query: int = 0) -
     return NeuronTerms(q, k, products, scores, scores.softmax(-1))
 
 
-def draw_vectors(ax, rows: torch.Tensor, title: str) -> None:
-    """Rows of vector entries as colored strips, 0 in white, symmetric around 0."""
-    limit = rows.abs().max().item() or 1.0
-    ax.imshow(rows.numpy(), cmap=VECTOR_CMAP, vmin=-limit, vmax=limit, aspect="auto")
+def draw_vectors(ax, rows: torch.Tensor, title: str, limit: float):
+    """Rows of vector entries as colored strips, 0 in white, from -limit to +limit."""
+    image = ax.imshow(rows.numpy(), cmap=VECTOR_CMAP, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
+    return image
 
 
 def draw_numbers(ax, values: torch.Tensor, title: str, cmap: str, vmin: float, vmax: float):
@@ -225,7 +248,7 @@ def draw_numbers(ax, values: torch.Tensor, title: str, cmap: str, vmin: float, v
     cells = ax.imshow(values[:, None].numpy(), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     for j, v in enumerate(values.tolist()):
         dark = abs(cells.norm(v) - (0.5 if vmin < 0 else 0.0)) > 0.3  # far from the light end
-        ax.text(0, j, f"{v:.2f}", ha="center", va="center", fontsize=8,
+        ax.text(0, j, f"{v:.2f}", ha="center", va="center", fontsize=9,
                 color="white" if dark else "black")
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
@@ -234,110 +257,208 @@ def draw_numbers(ax, values: torch.Tensor, title: str, cmap: str, vmin: float, v
 
 def neuron_view(queries, keys, tokens, layer: int = 0, head: int = 0, query: int = 0) -> Figure:
     """How one query token's attention is computed: its query vector q (top), every key k,
-    the products q * k, their scaled sums q . k / sqrt(d), and the softmax of those."""
+    the products q * k, their scaled sums q . k / sqrt(d), and the softmax of those. q and k share
+    one colour scale, q * k has its own; both have a colour bar."""
     terms = neuron_terms(queries, keys, layer, head, query)
     tokens = check_tokens(tokens, len(terms.keys))
-    fig = new_figure(9, 1.2 + 0.28 * len(tokens))
-    grid = fig.add_gridspec(2, 4, height_ratios=[1, len(tokens)], width_ratios=[6, 6, 1.2, 1.2])
+    fig = new_figure(10, 2.2 + 0.28 * len(tokens))
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, len(tokens)], width_ratios=[6, 6, 1.3, 1.3])
+    limit = max(terms.query.abs().max().item(), terms.keys.abs().max().item()) or 1.0
     q_ax = fig.add_subplot(grid[0, 0])
-    draw_vectors(q_ax, terms.query[None], f"query q: {tokens[query]!r}")
+    draw_vectors(q_ax, terms.query[None], f"query q: {tokens[query]!r}", limit)
     q_ax.set_yticks([])
     k_ax = fig.add_subplot(grid[1, 0])
-    draw_vectors(k_ax, terms.keys, "keys k")
-    k_ax.set_yticks(range(len(tokens)), tokens)
+    vectors = draw_vectors(k_ax, terms.keys, "keys k", limit)
+    k_ax.set_yticks(range(len(tokens)), tokens, fontsize=10)
     product_ax = fig.add_subplot(grid[1, 1], sharey=k_ax)
-    draw_vectors(product_ax, terms.products, "q × k (elementwise)")
+    product_limit = terms.products.abs().max().item() or 1.0
+    products = draw_vectors(product_ax, terms.products, "q × k (elementwise)", product_limit)
     product_ax.tick_params(labelleft=False)
-    limit = terms.scores.abs().max().item() or 1.0
-    draw_numbers(fig.add_subplot(grid[1, 2]), terms.scores, "q·k/√d", VECTOR_CMAP, -limit, limit)
+    score_limit = terms.scores.abs().max().item() or 1.0
+    draw_numbers(fig.add_subplot(grid[1, 2]), terms.scores, "q·k/√d", VECTOR_CMAP, -score_limit,
+                 score_limit)
     draw_numbers(fig.add_subplot(grid[1, 3]), terms.weights, "softmax", WEIGHTS_CMAP, 0.0, 1.0)
+    for image, ax, label in [(vectors, k_ax, "entries of q and k"),
+                             (products, product_ax, "entries of q × k")]:
+        bar = fig.colorbar(image, ax=ax, location="bottom", shrink=0.8, aspect=40, label=label)
+        bar.ax.tick_params(labelsize=9)
     fig.suptitle(f"layer {layer}, head {head}: how {tokens[query]!r} attends")
     return fig
 
 
-# ----------------------------------------------------------------------------- widgets
+# ----------------------------------------------------------------------------- front-end views
 
-class FigureWidget(widgets.VBox):
-    """Controls above an Output that shows draw(**values), redrawn whenever a control changes;
-    `.figure` is the Figure on show. The picture is put into the Output's state instead of being
-    displayed from the kernel, so a notebook's cell output is the widget alone, the same on every
-    run (nbval compares it), and the picture is saved with the notebook's widget state."""
-
-    def __init__(self, draw, **controls):
-        self.draw, self.controls, self.output = draw, controls, widgets.Output()
-        super().__init__([*controls.values(), self.output])
-        for control in controls.values():
-            control.observe(self.redraw, names="value")
-        self.redraw()
-
-    def redraw(self, change=None):
-        self.figure = self.draw(**{name: c.value for name, c in self.controls.items()})
-        png = io.BytesIO()
-        self.figure.savefig(png, format="png", bbox_inches="tight")
-        data = {"image/png": base64.b64encode(png.getvalue()).decode(),
-                "text/plain": repr(self.figure)}
-        self.output.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+def float32_bytes(values: torch.Tensor) -> bytes:
+    """A tensor as little-endian float32 bytes, row-major: what the browser reads as a
+    Float32Array."""
+    return values.contiguous().numpy().astype("<f4").tobytes()
 
 
-def index_slider(kind: str, count: int, value: int = 0) -> widgets.IntSlider:
-    """A slider over 0..count-1 that redraws when released, not at every step while dragged."""
-    return widgets.IntSlider(value=check_index(kind, value, count), min=0, max=count - 1,
-                             description=kind, continuous_update=False)
+def png_base64(fig: Figure) -> str:
+    png = io.BytesIO()
+    fig.savefig(png, format="png", bbox_inches="tight")
+    return base64.b64encode(png.getvalue()).decode()
 
 
-def attention_heatmap_widget(attn, tokens, layer: int = 0, head: int = 0) -> FigureWidget:
-    """`attention_heatmap` with a layer slider and a head slider."""
-    L, H, T, _ = per_layer(attn).shape
-    check_tokens(tokens, T)
-    return FigureWidget(lambda layer, head: attention_heatmap(attn, tokens, layer, head),
-                        layer=index_slider("layer", L, layer), head=index_slider("head", H, head))
+class AttentionView(anywidget.AnyWidget):
+    """What the four front-end views share: one JavaScript module and one style sheet from
+    `viz_static/`, the tokens, the shape (L, H, T, X) of the numbers sent, and a static fallback.
+
+    A view's output holds three things: the widget (drawn by the browser when a kernel or the
+    notebook's saved widget state is there), a PNG of `static_figure()` for nbconvert and GitHub,
+    and a short text/plain that depends only on the view's settings, for nbval."""
+
+    _esm = STATIC / "attention_views.js"
+    _css = STATIC / "attention_views.css"
+    view = traitlets.Unicode().tag(sync=True)  # which renderer of attention_views.js draws it
+    tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    shape = traitlets.List(traitlets.Int()).tag(sync=True)  # (L, H, T, T) or (L, H, T, D)
+    layer = traitlets.Int(0).tag(sync=True)
+    head = traitlets.Int(0).tag(sync=True)
+
+    def _index(self, kind: str, value: int, axis: int) -> int:
+        return check_index(kind, value, self.shape[axis]) if self.shape else value
+
+    @traitlets.validate("layer")
+    def _check_layer(self, proposal):
+        return self._index("layer", proposal["value"], 0)
+
+    @traitlets.validate("head")
+    def _check_head(self, proposal):
+        return self._index("head", proposal["value"], 1)
+
+    def static_figure(self) -> Figure:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        data, metadata = super()._repr_mimebundle_(**kwargs)
+        data["image/png"] = png_base64(self.static_figure())
+        return data, metadata
 
 
-def head_view_widget(attn, tokens, layer: int = 0) -> FigureWidget:
-    """`head_view` with a layer slider."""
-    L, _, T, _ = per_layer(attn).shape
-    check_tokens(tokens, T)
-    return FigureWidget(lambda layer: head_view(attn, tokens, layer),
-                        layer=index_slider("layer", L, layer))
+class WeightsView(AttentionView):
+    """A view of a model's attention weights, (L, H, T, T), with a chosen layer and head."""
+
+    weights = traitlets.Bytes().tag(sync=True)  # float32, (L, H, T, T) row-major
+
+    def __init__(self, attn, tokens, **settings):
+        self.attn = per_layer(attn)  # (L, H, T, T), kept for the static figure
+        super().__init__(tokens=check_tokens(tokens, self.attn.size(-1)),
+                         shape=list(self.attn.shape), weights=float32_bytes(self.attn), **settings)
+
+
+class HeatmapView(WeightsView):
+    """`attention_heatmap` with layer and head menus; hover a cell to read its weight."""
+
+    view = traitlets.Unicode("heatmap").tag(sync=True)
+
+    def static_figure(self) -> Figure:
+        return attention_heatmap(tuple(self.attn), self.tokens, self.layer, self.head)
+
+    def __repr__(self) -> str:
+        L, H, T, _ = self.shape
+        return (f"HeatmapView(layer={self.layer}, head={self.head}; {L} layers, {H} heads, "
+                f"{T} tokens)")
+
+
+class HeadView(WeightsView):
+    """One layer's heads as lines from each query token (left) to the keys (right), one colour
+    per head, a line's opacity its weight. Hover a token to see only its lines; click a head's
+    swatch to show or hide it (double-click: that head alone). `heads` lists the heads shown."""
+
+    view = traitlets.Unicode("head").tag(sync=True)
+    heads = traitlets.List(traitlets.Int()).tag(sync=True)
+
+    def __init__(self, attn, tokens, heads=None, **settings):
+        attn = per_layer(attn)  # (L, H, T, T)
+        heads = range(attn.size(1)) if heads is None else heads
+        super().__init__(tuple(attn), tokens, heads=list(heads), **settings)
+
+    @traitlets.validate("heads")
+    def _check_heads(self, proposal):
+        return sorted({self._index("head", h, 1) for h in proposal["value"]})
+
+    def static_figure(self) -> Figure:
+        return head_view(tuple(self.attn), self.tokens, self.layer)
+
+    def __repr__(self) -> str:
+        L, H, T, _ = self.shape
+        return (f"HeadView(layer={self.layer}, {len(self.heads)} of {H} heads shown; "
+                f"{L} layers, {T} tokens)")
+
+
+class ModelView(WeightsView):
+    """Every head of every layer as a small heatmap; click one (or set `layer` and `head`) to
+    see it large beside the grid, with its tokens."""
+
+    view = traitlets.Unicode("model").tag(sync=True)
+
+    def static_figure(self) -> Figure:
+        return model_view(tuple(self.attn), self.tokens)
+
+    def __repr__(self) -> str:
+        L, H, T, _ = self.shape
+        return (f"ModelView({L} layers x {H} heads, {T} tokens; "
+                f"layer {self.layer}, head {self.head} enlarged)")
+
+
+class NeuronView(AttentionView):
+    """`neuron_view` drawn in the browser: layer and head menus, and a click on a token makes it
+    the query. The browser computes q × k, q·k/√d and the softmax from the queries and keys it is
+    sent (float32); `terms()` gives the same numbers from the kernel."""
+
+    view = traitlets.Unicode("neuron").tag(sync=True)
+    # float32, (L, H, T, D) row-major ("keys" is taken: ipywidgets lists a widget's traits in it)
+    query_vectors = traitlets.Bytes().tag(sync=True)
+    key_vectors = traitlets.Bytes().tag(sync=True)
+    query = traitlets.Int(0).tag(sync=True)
+
+    def __init__(self, queries, keys, tokens, **settings):
+        self.q, self.k = stack_queries_keys(queries, keys)  # (L, H, T, D) each
+        super().__init__(tokens=check_tokens(tokens, self.q.size(2)), shape=list(self.q.shape),
+                         query_vectors=float32_bytes(self.q), key_vectors=float32_bytes(self.k),
+                         **settings)
+
+    @traitlets.validate("query")
+    def _check_query(self, proposal):
+        return self._index("query", proposal["value"], 2)
+
+    def terms(self) -> NeuronTerms:
+        """The numbers the view shows now, computed by `neuron_terms`."""
+        return neuron_terms(tuple(self.q), tuple(self.k), self.layer, self.head, self.query)
+
+    def static_figure(self) -> Figure:
+        return neuron_view(tuple(self.q), tuple(self.k), self.tokens, self.layer, self.head,
+                           self.query)
+
+    def __repr__(self) -> str:
+        L, H, T, D = self.shape
+        return (f"NeuronView(layer={self.layer}, head={self.head}, query={self.query} "
+                f"{self.tokens[self.query]!r}; {L} layers, {H} heads, {T} tokens, d={D})")
+
+
+def attention_heatmap_widget(attn, tokens, layer: int = 0, head: int = 0) -> HeatmapView:
+    """`attention_heatmap` in the browser, with layer and head menus."""
+    return HeatmapView(attn, tokens, layer=layer, head=head)
+
+
+def head_view_widget(attn, tokens, layer: int = 0, heads=None) -> HeadView:
+    """The head view of `layer` (all heads shown unless `heads` lists some)."""
+    return HeadView(attn, tokens, heads, layer=layer)
+
+
+def model_view_widget(attn, tokens, layer: int = 0, head: int = 0) -> ModelView:
+    """Every head of every layer, with `layer`, `head` enlarged."""
+    return ModelView(attn, tokens, layer=layer, head=head)
 
 
 def neuron_view_widget(queries, keys, tokens, layer: int = 0, head: int = 0,
-                       query: int = 0) -> FigureWidget:
-    """`neuron_view` with layer and head sliders and a query-token dropdown."""
-    L, H, T, _ = stack_queries_keys(queries, keys)[0].shape
-    tokens = check_tokens(tokens, T)
-    choices = widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(tokens)],
-                               value=check_index("query", query, T), description="query")
-
-    def draw(layer, head, query):
-        return neuron_view(queries, keys, tokens, layer, head, query)
-
-    return FigureWidget(draw, layer=index_slider("layer", L, layer),
-                        head=index_slider("head", H, head), query=choices)
+                       query: int = 0) -> NeuronView:
+    """The neuron view of one head for one query token; click a token to change the query."""
+    return NeuronView(queries, keys, tokens, layer=layer, head=head, query=query)
 
 
 # ----------------------------------------------------------------------------- training curves
-
-def metric_records(path_or_records) -> list[dict]:
-    """Records from a `metrics.jsonl` file (or the run directory holding it), or a list of dicts.
-    Each record needs `step` and `split` ('train' or 'eval')."""
-    if isinstance(path_or_records, (str, Path)):
-        path = Path(path_or_records)
-        path = path / "metrics.jsonl" if path.is_dir() else path
-        if not path.is_file():
-            raise ValueError(f"no metrics file at {path}: pass a run's metrics.jsonl")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-    else:
-        records = list(path_or_records)
-    for i, r in enumerate(records):
-        if "step" not in r or r.get("split") not in ("train", "eval"):
-            raise ValueError(f"metrics record {i} ({r}) needs a 'step' and a 'split' of "
-                             "'train' or 'eval'")
-    if not records:
-        raise ValueError("no metrics records to plot")
-    return records
-
 
 def moving_average(values: list[float], window: int) -> np.ndarray:
     """The mean of each value and the window - 1 before it (fewer at the start)."""
@@ -353,7 +474,7 @@ def plot_metrics(path_or_records, smooth: int = 1) -> Figure:
     accuracies are lines (a moving average over `smooth` records), eval points are dots."""
     if smooth < 1:
         raise ValueError(f"smooth is a number of records to average, at least 1; got {smooth}")
-    records = metric_records(path_or_records)
+    records = metric_rows(path_or_records)
     panels = [("loss", ["loss"]), ("accuracy", ["mlm_acc", "nsp_acc"]), ("learning rate", ["lr"])]
     panels = [(title, keys) for title, keys in panels if any(k in r for r in records for k in keys)]
     fig = new_figure(4 * len(panels), 3)

@@ -1,12 +1,16 @@
-"""bertlab.viz: every figure shows exactly the numbers it is given, the neuron view computes what
-the real model computes, widgets redraw when a control changes, and bad input is refused."""
+"""bertlab.viz: every figure shows exactly the numbers it is given (with a colour bar, at 100 dpi
+or more), the neuron view computes what the real model computes, the front-end views send the
+browser exactly those numbers and carry a stable static fallback, and bad input is refused.
+What the views do in a browser is tests/test_browser.py's part."""
 
+import base64
 import json
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from tokenizers import Tokenizer
 
 import bertlab
@@ -39,9 +43,16 @@ def image(ax):
     return np.asarray(ax.images[0].get_array())
 
 
+def colour_bars(fig) -> list[str]:
+    """The labels of a figure's colour bars (the axes matplotlib's colorbar() adds)."""
+    return [ax.get_ylabel() or ax.get_xlabel() for ax in fig.axes
+            if hasattr(ax, "_colorbar")]
+
+
 def test_heatmap_shows_the_chosen_head(attn):
     fig = viz.attention_heatmap(attn, TOKENS, layer=2, head=1)
-    (ax,) = fig.axes
+    ax, _ = fig.axes
+    assert colour_bars(fig) == ["attention weight"] and fig.dpi >= 100
     assert len(ax.images) == 1
     np.testing.assert_array_equal(image(ax), attn[2][0, 1].numpy())
     assert [t.get_text() for t in ax.get_xticklabels()] == TOKENS
@@ -67,8 +78,9 @@ def test_heatmap_draws_into_given_axes(attn):
 
 def test_head_view_has_one_panel_per_head(attn):
     fig = viz.head_view(attn, TOKENS, layer=1, ncols=3)
-    assert len(fig.axes) == H  # the unused cell of the 2 x 3 grid is removed
-    for h, ax in enumerate(fig.axes):
+    assert len(fig.axes) == H + 1  # the unused cell of the 2 x 3 grid is removed; a colour bar
+    assert colour_bars(fig) == ["attention weight"]
+    for h, ax in enumerate(fig.axes[:H]):
         np.testing.assert_array_equal(image(ax), attn[1][0, h].numpy())
         assert ax.get_title() == f"head {h}"
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == TOKENS
@@ -76,8 +88,8 @@ def test_head_view_has_one_panel_per_head(attn):
 
 def test_model_view_is_a_layers_by_heads_grid(attn):
     fig = viz.model_view(attn, TOKENS)
-    assert len(fig.axes) == L * H
-    for i, ax in enumerate(fig.axes):
+    assert len(fig.axes) == L * H + 1 and colour_bars(fig) == ["attention weight"]
+    for i, ax in enumerate(fig.axes[:L * H]):
         np.testing.assert_array_equal(image(ax), attn[i // H][0, i % H].numpy())
 
 
@@ -98,7 +110,8 @@ def test_neuron_view_computes_what_minilm_computes(minilm):
         torch.testing.assert_close(terms.products.sum(-1) / 32**0.5, terms.scores)
 
         fig = viz.neuron_view(queries, keys, tokens, layer, head, query)
-        q_ax, k_ax, product_ax, score_ax, softmax_ax = fig.axes
+        q_ax, k_ax, product_ax, score_ax, softmax_ax = fig.axes[:5]
+        assert colour_bars(fig) == ["entries of q and k", "entries of q × k"]
         np.testing.assert_allclose(image(q_ax), terms.query[None].numpy())
         np.testing.assert_allclose(image(k_ax), terms.keys.numpy())
         np.testing.assert_allclose(image(product_ax), terms.products.numpy())
@@ -115,48 +128,86 @@ def test_queries_keys_refuses_a_model_in_training_mode(minilm):
     model.eval()
 
 
-def shown_png(output) -> str:
-    """The picture an Output widget holds (base64 PNG), as the browser receives it."""
-    (shown,) = output.outputs
-    return shown["data"]["image/png"]
+def sent(view, name: str, shape) -> np.ndarray:
+    """A binary trait as the browser reads it: little-endian float32, row-major."""
+    return np.frombuffer(getattr(view, name), dtype="<f4").reshape(shape)
 
 
-def test_heatmap_widget_redraws_when_a_slider_moves(attn):
-    widget = viz.attention_heatmap_widget(attn, TOKENS)
-    layer, head, output = widget.children
-    np.testing.assert_array_equal(image(widget.figure.axes[0]), attn[0][0, 0].numpy())
-    before = shown_png(output)
-    layer.value = 2
-    np.testing.assert_array_equal(image(widget.figure.axes[0]), attn[2][0, 0].numpy())
-    assert shown_png(output) != before
-    head.value = 3
-    np.testing.assert_array_equal(image(widget.figure.axes[0]), attn[2][0, 3].numpy())
-    # what nbval compares is the widget's text/plain: its controls, nothing that varies by run
-    text = widget._repr_mimebundle_()["text/plain"]
-    assert text.startswith("FigureWidget(children=(IntSlider(value=2,") and len(text) < 120
+def fallback(view) -> tuple[str, Figure]:
+    """A view's output as a notebook stores it: its text/plain, and the figure its PNG shows."""
+    data, _ = view._repr_mimebundle_()
+    assert set(data) == {"text/plain", "image/png", "application/vnd.jupyter.widget-view+json"}
+    assert base64.b64decode(data["image/png"]).startswith(b"\x89PNG\r\n\x1a\n")
+    return data["text/plain"], view.static_figure()
 
 
-def test_head_view_widget_redraws_when_the_layer_changes(attn):
-    widget = viz.head_view_widget(attn, TOKENS, layer=1)
-    np.testing.assert_array_equal(image(widget.figure.axes[2]), attn[1][0, 2].numpy())
-    widget.children[0].value = 0
-    np.testing.assert_array_equal(image(widget.figure.axes[2]), attn[0][0, 2].numpy())
+def test_weights_views_send_the_weights_once_and_validate_their_settings(attn):
+    for view in [viz.attention_heatmap_widget(attn, TOKENS, layer=2, head=1),
+                 viz.head_view_widget(attn, TOKENS, layer=2),
+                 viz.model_view_widget(attn, TOKENS, layer=2, head=1)]:
+        assert view.shape == [L, H, T, T] and view.tokens == TOKENS and view.layer == 2
+        np.testing.assert_array_equal(sent(view, "weights", (L, H, T, T)),
+                                      torch.cat(attn).numpy())
+        with pytest.raises(ValueError, match="layer 3 is out of range"):
+            view.layer = L
+        with pytest.raises(ValueError, match="head 4 is out of range"):
+            view.head = H
+    assert view.view == "model" and view.head == 1
 
 
-def test_neuron_widget_redraws_when_the_query_token_changes():
+def test_heatmap_view_falls_back_to_the_figure_of_its_settings(attn):
+    view = viz.attention_heatmap_widget(attn, TOKENS, layer=0, head=2)
+    view.layer, view.head = 2, 3  # as a reader's choice in the browser arrives in the kernel
+    text, fig = fallback(view)
+    assert text == "HeatmapView(layer=2, head=3; 3 layers, 4 heads, 5 tokens)"
+    np.testing.assert_array_equal(image(fig.axes[0]), attn[2][0, 3].numpy())
+
+
+def test_head_view_shows_all_heads_or_the_ones_asked_for(attn):
+    view = viz.head_view_widget(attn, TOKENS, layer=1)
+    assert view.heads == [0, 1, 2, 3] and view.view == "head"
+    text, fig = fallback(view)
+    assert text == "HeadView(layer=1, 4 of 4 heads shown; 3 layers, 5 tokens)"
+    np.testing.assert_array_equal(image(fig.axes[2]), attn[1][0, 2].numpy())
+    view.heads = [3, 1, 1]
+    assert view.heads == [1, 3]
+    assert viz.head_view_widget(attn, TOKENS, heads=[2]).heads == [2]
+    with pytest.raises(ValueError, match="head 9 is out of range"):
+        view.heads = [0, 9]
+
+
+def test_model_view_falls_back_to_the_whole_grid(attn):
+    view = viz.model_view_widget(attn, TOKENS, layer=1, head=3)
+    text, fig = fallback(view)
+    assert text == "ModelView(3 layers x 4 heads, 5 tokens; layer 1, head 3 enlarged)"
+    assert len(fig.axes) == L * H + 1
+
+
+def test_neuron_view_sends_queries_and_keys_and_follows_the_query():
     g = torch.Generator().manual_seed(1)
     queries, keys = (tuple(torch.randn(1, H, T, D, generator=g) for _ in range(L)) for _ in "qk")
-    widget = viz.neuron_view_widget(queries, keys, TOKENS, layer=1, head=2)
-    layer, head, query, output = widget.children
-    assert query.options[3] == ("3: ran", 3)
-    before = shown_png(output)
-    query.value = 3
-    assert shown_png(output) != before
-    softmax = image(widget.figure.axes[4])[:, 0]
-    np.testing.assert_allclose(softmax, viz.neuron_terms(queries, keys, 1, 2, 3).weights.numpy())
-    head.value = 0
-    np.testing.assert_allclose(image(widget.figure.axes[0])[0],
-                               viz.neuron_terms(queries, keys, 1, 0, 3).query.numpy())
+    view = viz.neuron_view_widget(queries, keys, TOKENS, layer=1, head=2)
+    assert view.view == "neuron" and view.shape == [L, H, T, D] and view.query == 0
+    np.testing.assert_array_equal(sent(view, "query_vectors", (L, H, T, D)),
+                                  torch.cat(queries).numpy())
+    np.testing.assert_array_equal(sent(view, "key_vectors", (L, H, T, D)), torch.cat(keys).numpy())
+    view.query = 3  # what a click on "ran" in the browser does
+    expected = viz.neuron_terms(queries, keys, 1, 2, 3)
+    torch.testing.assert_close(view.terms().weights, expected.weights)
+    text, fig = fallback(view)
+    assert text == "NeuronView(layer=1, head=2, query=3 'ran'; 3 layers, 4 heads, 5 tokens, d=8)"
+    np.testing.assert_allclose(image(fig.axes[4])[:, 0], expected.weights.numpy())
+    with pytest.raises(ValueError, match="query 5 is out of range: there are 5 queries"):
+        view.query = T
+
+
+def test_the_views_javascript_and_css_ship_in_the_package():
+    """anywidget reads them from bertlab/viz_static; pyproject.toml's package-data ships them."""
+    for name in ("attention_views.js", "attention_views.css"):
+        assert (viz.STATIC / name).is_file()
+    view = viz.head_view_widget(torch.rand(2, 3, 3), ["a", "b", "c"])
+    assert "export default { render }" in view._esm and "https://" not in view._esm
+    assert ".bl-view" in view._css
 
 
 @pytest.mark.parametrize("call, message", [
@@ -207,7 +258,7 @@ def test_plot_metrics_draws_only_the_panels_it_has_data_for():
 @pytest.mark.parametrize("records, message", [
     ([{"step": 1, "loss": 2.0}], "split"),
     ([], "no metrics"),
-    ("no/such/run", "no metrics file"),
+    ("no/such/run", "no metrics at no/such/run"),
 ])
 def test_plot_metrics_refuses_bad_records(records, message):
     with pytest.raises(ValueError, match=message):
