@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import MultiHeadSelfAttention
 from .config import BertConfig
@@ -72,11 +74,15 @@ class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.checkpointing = False  # recompute each layer in the backward pass: less memory
 
     def forward(self, x, mask=None, output_attentions=False):
         """x: (B, T, C) -> (B, T, C), and one (B, H, T, T) attention tensor per layer if asked."""
         attentions = []
         for layer in self.layer:
-            x, weights = layer(x, mask, output_attentions)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                x, weights = checkpoint(layer, x, mask, output_attentions, use_reentrant=False)
+            else:
+                x, weights = layer(x, mask, output_attentions)
             attentions.append(weights)
         return x, (tuple(attentions) if output_attentions else None)
