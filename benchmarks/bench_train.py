@@ -35,9 +35,9 @@ import torch
 import transformers
 
 import bertlab
-from bertlab.cli import pretraining_text
 from bertlab.data.corpus import load_corpus
 from bertlab.data.pretraining import pretraining_examples
+from bertlab.pretrain import pretraining_text
 from bertlab.tokenization import train_wordpiece
 from bertlab.training import TrainConfig, train
 

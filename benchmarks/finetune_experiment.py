@@ -42,8 +42,10 @@ import torch
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.naive_bayes import MultinomialNB
 
-from bertlab import cli
-from bertlab.data.tasks import TASKS, load_task, subsample
+from bertlab.checkpoint import COURSE_MODEL
+from bertlab.data.tasks import load_task, subsample
+from bertlab.finetune import TASKS, FinetuneSettings
+from bertlab.finetune import finetune as run_finetune
 
 matplotlib.use("Agg")
 
@@ -69,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "3000", "all"],
                    help="training-set sizes: numbers, or 'all'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--checkpoint", default=str(cli.COURSE_MODEL),
+    p.add_argument("--checkpoint", default=str(COURSE_MODEL),
                    help="the pretrained checkpoint of start 'ours', and the shape and tokenizer "
                         "of 'scratch' (default: the course's)")
     p.add_argument("--lr-size", type=int, default=1000,
@@ -163,29 +165,27 @@ def cached_or_run(args, key: dict, cache: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------- the runs
 
 
-def init_arguments(start: str, checkpoint: str) -> list[str]:
-    return {"scratch": ["--init", "scratch", "--config-from", checkpoint],
-            "ours": ["--init", checkpoint], "minilm": ["--init", "minilm"]}[start]
+def init_settings(start: str, checkpoint: str) -> dict:
+    return {"scratch": {"init": "scratch", "config_from": checkpoint},
+            "ours": {"init": checkpoint}, "minilm": {"init": "minilm"}}[start]
 
 
 def finetune(args, task: str, start: str, size: str, seed: int, lr: float) -> dict:
-    """One `bertlab finetune` run in a temporary directory: its results.json."""
+    """One run of the fine-tuning recipe (what `bertlab finetune` calls) in a temporary
+    directory: what it returns, as results.json."""
     with tempfile.TemporaryDirectory() as out:
-        argv = ["finetune", "--task", task, *init_arguments(start, args.checkpoint),
-                "--lr", str(lr), "--seed", str(seed), "--epochs", str(args.epochs),
-                "--min-steps", str(args.min_steps), "--max-steps", str(args.max_steps),
-                "--batch-size", str(args.batch_size), "--max-seq-len", str(args.max_seq_len),
-                "--precision", args.precision, "--checkpoint-every", "0", "--out", out]
-        if size != "all":
-            argv += ["--train-size", size]
+        settings = FinetuneSettings(
+            out=out, task=task, **init_settings(start, args.checkpoint), lr=lr, seed=seed,
+            epochs=args.epochs, min_steps=args.min_steps, max_steps=args.max_steps,
+            batch_size=args.batch_size, max_seq_len=args.max_seq_len, precision=args.precision,
+            checkpoint_every=0, train_size=None if size == "all" else int(size))
         started = time.perf_counter()
         output = io.StringIO()  # the run's messages and progress bars, shown if it fails
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            status = cli.main(argv)
-        if status != 0:
-            sys.exit(f"{output.getvalue()[-2000:]}\nbertlab {' '.join(argv)} failed with "
-                     f"status {status}")
-        results = json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
+        try:
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                results = run_finetune(settings)
+        except (ValueError, FloatingPointError) as e:
+            sys.exit(f"{output.getvalue()[-2000:]}\n{settings} failed: {e}")
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     return results
 

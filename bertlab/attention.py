@@ -28,6 +28,18 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]
 
 
+def split_heads(x, num_heads: int):  # (B, T, C) -> (B, H, T, C/H)
+    """Head h gets the consecutive features h*C/H ... (h+1)*C/H - 1 of every token."""
+    B, T, C = x.shape
+    return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)
+
+
+def merge_heads(x):  # (B, H, T, C/H) -> (B, T, C)
+    """The heads side by side again: split_heads undone."""
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Every token asks (query) every token (key) for a mix of their values, in H heads at once.
 
@@ -45,13 +57,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def split_heads(self, x):  # (B, T, C) -> (B, H, T, C/H)
-        B, T, _ = x.shape
-        return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
+        return split_heads(x, self.num_heads)
 
-    @staticmethod
-    def merge_heads(x):  # (B, H, T, C/H) -> (B, T, C)
-        B, H, T, D = x.shape
-        return x.transpose(1, 2).reshape(B, T, H * D)
+    merge_heads = staticmethod(merge_heads)  # (B, H, T, C/H) -> (B, T, C)
 
     def forward(self, x, mask=None, output_attentions=False):
         """x: (B, T, C); mask: bool (B, 1, 1, T) or (B, 1, T, T).

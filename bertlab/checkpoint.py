@@ -3,12 +3,15 @@
 Our parameter names are Hugging Face's, so loading is a key-for-key copy. The only translations
 are the ones real checkpoints need: a `bert.` prefix present or absent, legacy LayerNorm
 `gamma`/`beta`, buffers and tied copies that are not parameters, and the heads of other tasks.
+A checkpoint is a local folder or a Hugging Face Hub name, found through the optional
+`huggingface_hub`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,6 +27,9 @@ HEADS = ("pooler.", "cls.", "classifier.", "qa_outputs.")  # task-specific, may 
 NOT_PARAMETERS = ("embeddings.position_ids", "embeddings.token_type_ids",
                   "cls.predictions.decoder.weight",  # tied to the word embeddings
                   "cls.predictions.decoder.bias")  # tied to cls.predictions.bias
+HUB_FILES = ["config.json", WEIGHT_FILES[0], "tokenizer.json", "tokenizer_config.json",
+             "vocab.txt", "special_tokens_map.json"]
+HUB_NAME = re.compile(r"(\w[\w.-]*/)?\w[\w.-]*")  # `name` or `org/name`
 
 
 class CheckpointWarning(UserWarning):
@@ -55,6 +61,55 @@ def course_model_path() -> Path:
             f"the course's pretrained checkpoint is not at {COURSE_MODEL}: it ships with the "
             "repository (models/), so run the course from a clone of it")
     return COURSE_MODEL
+
+
+def is_hub_name(path: str | os.PathLike) -> bool:
+    """Whether `path`, no folder here, reads as a Hub name rather than a path: a `str` shaped like
+    `name` or `org/name`, where `org` is no folder here either (`runs/nope` is a path if `runs/`
+    exists)."""
+    if not isinstance(path, str) or not HUB_NAME.fullmatch(path):
+        return False
+    org, slash, _ = path.partition("/")
+    return not (slash and Path(org).is_dir())
+
+
+def hub_snapshot(name: str) -> Path:
+    """The folder of Hub model `name` in the local Hugging Face cache, downloaded into it first
+    unless HF_HUB_OFFLINE is set (huggingface_hub's rules, including HF_HOME and HF_HUB_CACHE)."""
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.utils import LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError:
+        raise ValueError(
+            f"no folder {name} here, and huggingface_hub is not installed, so it cannot be looked "
+            "up on the Hugging Face Hub: `pip install huggingface_hub`, or pass a local folder "
+            "with config.json and model.safetensors (which works without it)") from None
+    try:
+        folder = Path(snapshot_download(name, allow_patterns=HUB_FILES))
+        if not (folder / WEIGHT_FILES[0]).is_file():  # an older repository, pickled weights only
+            folder = Path(snapshot_download(name, allow_patterns=WEIGHT_FILES[1]))
+    except LocalEntryNotFoundError as err:
+        why, fix = (("HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to download it")
+                    if constants.HF_HUB_OFFLINE else
+                    ("the Hub could not be reached", "check the network"))
+        raise ValueError(f"no folder {name} here, and no Hub model {name} in the cache "
+                         f"{constants.HF_HUB_CACHE} ({why}): {fix}, or pass a local "
+                         "folder") from err
+    except RepositoryNotFoundError as err:
+        raise ValueError(f"no folder {name} here, and no model {name} on the Hugging Face Hub "
+                         "(or it is private or gated: log in with `hf auth login`)") from err
+    return folder
+
+
+def checkpoint_directory(path: str | os.PathLike) -> Path:
+    """The folder `path`, or else the Hugging Face Hub model named `path` (see `hub_snapshot`)."""
+    directory = Path(path)
+    if directory.exists():
+        return directory
+    if is_hub_name(path):
+        return hub_snapshot(path)
+    raise ValueError(f"{path} is not a BERT checkpoint directory: no such folder here (it is "
+                     "a path, so it was not looked up on the Hugging Face Hub)")
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -89,10 +144,11 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **config_overrides):
-        """Load a Hugging Face BERT directory. Encoder weights must match exactly; a task head the
-        checkpoint lacks is initialized fresh (with a warning), one it has but we don't is ignored.
+        """Load a Hugging Face BERT directory, or a Hub name such as "bert-base-uncased" (needs
+        `huggingface_hub`). Encoder weights must match exactly; a task head the checkpoint lacks
+        is initialized fresh (with a warning), one it has but we don't is ignored.
         """
-        directory = Path(path)
+        directory = checkpoint_directory(path)
         if not (directory / "config.json").is_file():
             raise ValueError(f"{directory} is not a BERT checkpoint directory: no config.json "
                              "(expected config.json and model.safetensors)")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
+IGNORE_INDEX = -100  # a label that adds nothing to a loss (torch's cross_entropy default)
 
 
 @dataclass
@@ -26,6 +27,7 @@ class BertConfig:
     initializer_range: float = 0.02
     pad_token_id: int = 0
     num_labels: int = 2  # classes of a classification head (Hugging Face keeps it as id2label)
+    label_names: tuple[str, ...] | None = None  # the classes' names (id2label); None: LABEL_i
 
     def __post_init__(self):
         positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -43,6 +45,11 @@ class BertConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.label_names is not None:
+            self.label_names = tuple(self.label_names)
+            if len(self.label_names) != self.num_labels:
+                raise ValueError(f"{len(self.label_names)} label_names for num_labels "
+                                 f"{self.num_labels}: give one name per class")
 
     @property
     def head_size(self) -> int:
@@ -87,7 +94,10 @@ class BertConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         if "id2label" in d:
-            kwargs["num_labels"] = len(d["id2label"])
+            names = tuple(d["id2label"][str(i)] for i in range(len(d["id2label"])))
+            kwargs["num_labels"] = len(names)
+            if names != default_label_names(len(names)):
+                kwargs["label_names"] = names
         return cls(**kwargs)
 
     @classmethod
@@ -105,7 +115,8 @@ class BertConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        labels = {i: f"LABEL_{i}" for i in range(d.pop("num_labels"))}
+        del d["num_labels"], d["label_names"]  # written as id2label
+        labels = dict(enumerate(self.label_names or default_label_names(self.num_labels)))
         return {"model_type": "bert", **d, "id2label": labels,
                 "label2id": {v: k for k, v in labels.items()}}
 
@@ -114,3 +125,8 @@ class BertConfig:
         if architectures:
             d["architectures"] = architectures
         Path(path).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+
+
+def default_label_names(num_labels: int) -> tuple[str, ...]:
+    """Hugging Face's names for classes that have none: LABEL_0, LABEL_1, ..."""
+    return tuple(f"LABEL_{i}" for i in range(num_labels))

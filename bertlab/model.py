@@ -14,11 +14,9 @@ from torch import nn
 
 from .attention import padding_mask
 from .checkpoint import PretrainedMixin
-from .config import BertConfig
+from .config import IGNORE_INDEX, BertConfig
 from .embeddings import BertEmbeddings
 from .encoder import ACT, BertEncoder
-
-IGNORE_INDEX = -100  # label value for "no loss here", as torch's cross_entropy default
 
 
 @dataclass
@@ -30,7 +28,8 @@ class BertOutput:
 
 @dataclass
 class PreTrainingOutput:
-    mlm_logits: torch.Tensor  # (B, T, V), or (N, V) at the N labelled positions when labels given
+    mlm_logits: torch.Tensor  # (B, T, V); with labels (N, V) at the N labelled positions,
+    # or (B, P, V) at mlm_positions
     nsp_logits: torch.Tensor  # (B, 2): 0 = IsNext, 1 = NotNext
     loss: torch.Tensor | None = None  # mlm_loss + nsp_loss
     mlm_loss: torch.Tensor | None = None
@@ -54,7 +53,9 @@ class SpanOutput:
 
 
 def check_inputs(config: BertConfig, input_ids, token_type_ids, attention_mask):
-    """Turn bad input into a ValueError that says what is wrong, before torch fails obscurely."""
+    """Turn bad input into a ValueError that says what is wrong, before torch fails obscurely.
+    Shapes are checked always; values only on the CPU, where reading them costs no wait for an
+    accelerator (the training loop checks each batch's values on the CPU before moving it)."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         raise ValueError("input_ids must be a (batch, seq_len) tensor of token ids")
     if input_ids.dtype not in (torch.int64, torch.int32):
@@ -67,15 +68,27 @@ def check_inputs(config: BertConfig, input_ids, token_type_ids, attention_mask):
         if t is not None and tuple(t.shape) != (B, T):
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} "
                              "like input_ids")
-    if torch.compiler.is_compiling():
-        return  # value checks need the data on the host; skip them inside a compiled graph
-    if T and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+    if on_host(input_ids):
+        check_values(config, input_ids, token_type_ids, attention_mask)
+
+
+def on_host(t: torch.Tensor) -> bool:
+    """Whether t's values can be read without waiting for a device (or breaking a graph)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def check_values(config: BertConfig, input_ids, token_type_ids=None, attention_mask=None):
+    """Token ids inside the vocabulary, segment ids inside type_vocab_size, no empty row; the
+    inputs are (B, T), or (B, K, T) for multiple choice."""
+    if not input_ids.numel():
+        return
+    if input_ids.min() < 0 or input_ids.max() >= config.vocab_size:
         bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)][0].item()
         raise ValueError(f"token id {bad} is outside the vocabulary [0, {config.vocab_size}): "
                          "was the input made with a different tokenizer?")
-    if token_type_ids is not None and T and token_type_ids.max() >= config.type_vocab_size:
+    if token_type_ids is not None and token_type_ids.max() >= config.type_vocab_size:
         raise ValueError(f"token_type_ids must be < type_vocab_size ({config.type_vocab_size})")
-    if attention_mask is not None and B and T and not attention_mask.bool().any(dim=1).all():
+    if attention_mask is not None and not attention_mask.bool().any(dim=-1).all():
         raise ValueError("attention_mask has a row of all zeros: every sequence needs a token")
 
 
@@ -136,7 +149,7 @@ class BertModel(BertPreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = None  # nothing padded: the fused attention kernels are fastest with no mask
-        if attention_mask is not None and (torch.compiler.is_compiling()
+        if attention_mask is not None and (not on_host(attention_mask)
                                            or not attention_mask.bool().all()):
             mask = padding_mask(attention_mask)  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
@@ -179,15 +192,28 @@ class MLMHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2) if nsp else None
 
 
-def masked_lm(model, h, mlm_labels):
+def masked_lm(model, h, mlm_labels, mlm_positions=None):
     """MLM logits and loss. With labels, decode only the labelled positions, as BERT does:
-    the vocabulary projection is the costliest matmul, and only ~15% of positions need it."""
+    the vocabulary projection is the costliest matmul, and only ~15% of positions need it.
+
+    mlm_positions (B, P), optional: the positions to decode, the same number in every row
+    (BERT's masked_lm_positions; rows with fewer labels point the rest at any unlabelled
+    position, such as 0). The logits are then (B, P, V), shapes that never change from batch to
+    batch: nothing waits for the device and a compiled graph is traced once. Without it the
+    labelled positions are found from the labels, and the logits are (N, V)."""
     decoder = model.bert.embeddings.word_embeddings.weight  # tied: (V, C)
     if mlm_labels is None:
         return model.cls.predictions(h, decoder), None  # (B, T, V)
     if mlm_labels.shape != h.shape[:2]:
         raise ValueError(f"mlm_labels has shape {tuple(mlm_labels.shape)}, expected "
                          f"{tuple(h.shape[:2])} like input_ids")
+    if mlm_positions is not None:
+        index = mlm_positions[..., None].expand(-1, -1, h.size(-1))  # (B, P, C)
+        logits = model.cls.predictions(h.gather(1, index), decoder)  # (B, P, V)
+        targets = mlm_labels.gather(1, mlm_positions)  # (B, P): IGNORE_INDEX where padded
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        return logits, losses / (targets != IGNORE_INDEX).sum().clamp(min=1)
     labelled = mlm_labels != IGNORE_INDEX  # (B, T)
     logits = model.cls.predictions(h[labelled], decoder)  # (N, V)
     targets = mlm_labels[labelled]  # (N,)
@@ -205,9 +231,10 @@ class BertForPreTraining(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, mlm_labels=None,
-                nsp_labels=None, output_attentions=False) -> PreTrainingOutput:
+                nsp_labels=None, mlm_positions=None, output_attentions=False
+                ) -> PreTrainingOutput:
         out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
-        mlm_logits, mlm_loss = masked_lm(self, out.last_hidden_state, mlm_labels)
+        mlm_logits, mlm_loss = masked_lm(self, out.last_hidden_state, mlm_labels, mlm_positions)
         nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         nsp_loss = None if nsp_labels is None else F.cross_entropy(nsp_logits.float(), nsp_labels)
         parts = [x for x in (mlm_loss, nsp_loss) if x is not None]
@@ -225,9 +252,9 @@ class BertForMaskedLM(BertPreTrainedModel):
         self.init_weights()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
-                output_attentions=False) -> HeadOutput:
+                mlm_positions=None, output_attentions=False) -> HeadOutput:
         out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
-        logits, loss = masked_lm(self, out.last_hidden_state, labels)
+        logits, loss = masked_lm(self, out.last_hidden_state, labels, mlm_positions)
         return HeadOutput(logits, loss, out.attentions)
 
 

@@ -1,8 +1,8 @@
 """The model card `bertlab pretrain` writes beside the checkpoint: how it was made, how it does.
 
 README.md holds the command, the steps, the wall time, the hardware, the held-out MLM and NSP
-accuracy at every evaluation, the training curves (curves.png, from metrics.jsonl) and
-fill-in-the-blank answers on lines of the held-out works.
+accuracy at every evaluation, the training curves (curves.png, from metrics.jsonl; drawn when
+matplotlib is installed) and how well it fills in blanks on lines of the held-out works.
 """
 
 from __future__ import annotations
@@ -10,63 +10,87 @@ from __future__ import annotations
 import platform
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .model import BertForPreTraining
-from .viz import metric_records, plot_metrics
-
-WORD = re.compile(r"[a-z]+")
+from .training import metric_rows
 
 
-@dataclass
+@dataclass(frozen=True)
 class Blank:
-    """One held-out line with one word masked, and the model's likeliest fillers."""
-    line: str  # with the word replaced by [MASK]
-    answer: str
-    guesses: list[tuple[str, float]]  # (token, probability), likeliest first
+    """A line with one word hidden: the word is one WordPiece of at least three letters
+    (shorter ones are often pieces of contractions: *o'er* is `o ' er`)."""
+
+    line: str
+    ids: tuple[int, ...]  # the encoded line, [MASK] at `position`
+    position: int
+    answer: int  # the hidden token
+    span: tuple[int, int]  # where the hidden word is in `line`
+
+    @property
+    def masked(self) -> str:
+        return self.line[:self.span[0]] + "[MASK]" + self.line[self.span[1]:]
+
+    @property
+    def word(self) -> str:
+        return self.line[self.span[0]:self.span[1]]
+
+
+def blankable(encoding: Encoding) -> list[int]:
+    """Positions of the words of an encoded line that are one WordPiece of 3+ letters."""
+    pieces = Counter(w for w in encoding.word_ids if w is not None)
+    return [i for i, (w, token) in enumerate(zip(encoding.word_ids, encoding.tokens))
+            if w is not None and pieces[w] == 1 and token.isalpha() and len(token) >= 3]
+
+
+def make_blanks(tokenizer: Tokenizer, lines: list[str], max_len: int, count: int = 200,
+                seed: int = 0, min_words: int = 6) -> list[Blank]:
+    """Up to `count` lines of at least `min_words` words and at most `max_len` tokens, drawn by
+    `seed`, each with one blankable word (drawn too) hidden behind [MASK]."""
+    rng = random.Random(seed)
+    mask_id = tokenizer.token_to_id("[MASK]")
+    candidates = [line for line in lines if len(line.split()) >= min_words]
+    found = []
+    for line in rng.sample(candidates, len(candidates)):
+        encoding = tokenizer.encode(line)
+        positions = blankable(encoding)
+        if positions and len(encoding.ids) <= max_len:
+            i = rng.choice(positions)
+            ids = tuple(mask_id if j == i else t for j, t in enumerate(encoding.ids))
+            found.append(Blank(line, ids, i, encoding.ids[i], encoding.offsets[i]))
+        if len(found) == count:
+            break
+    return found
 
 
 @torch.no_grad()
-def fill_mask(model: BertForPreTraining, tokenizer: Tokenizer, text: str,
-              k: int = 5) -> list[tuple[str, float]]:
-    """The k likeliest tokens for the single [MASK] in `text`, with their probabilities."""
-    encoding = tokenizer.encode(text)
-    mask_id = tokenizer.token_to_id("[MASK]")
-    if encoding.ids.count(mask_id) != 1:
-        raise ValueError(f"the text needs exactly one [MASK], got {encoding.ids.count(mask_id)}: "
-                         f"{text!r}")
+def fill_blanks(model: BertForPreTraining, blanks: list[Blank], pad_id: int, k: int = 5
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's k likeliest tokens at each blank and their probabilities: (B, k) each, on
+    the CPU, likeliest first."""
     model.eval()
     device = next(model.parameters()).device
-    input_ids = torch.tensor([encoding.ids], device=device)  # (1, T)
-    labels = torch.full_like(input_ids, -100)
-    labels[input_ids == mask_id] = 0  # any label: it only tells the head where to decode
-    logits = model(input_ids, mlm_labels=labels).mlm_logits  # (1, V)
-    probs, ids = logits.float().softmax(-1)[0].topk(k)
-    return [(tokenizer.id_to_token(i), round(p, 4)) for i, p in zip(ids.tolist(), probs.tolist())]
+    T = max(len(b.ids) for b in blanks)
+    input_ids = torch.tensor([[*b.ids, *[pad_id] * (T - len(b.ids))] for b in blanks])  # (B, T)
+    attention_mask = (torch.arange(T) < torch.tensor([len(b.ids) for b in blanks])[:, None])
+    logits = model(input_ids.to(device), attention_mask=attention_mask.long().to(device)
+                   ).mlm_logits  # (B, T, V)
+    positions = torch.tensor([b.position for b in blanks], device=device)  # (B,)
+    at_blank = logits[torch.arange(len(blanks), device=device), positions]  # (B, V)
+    probs, ids = at_blank.float().softmax(-1).topk(k)  # (B, k) each
+    return probs.cpu(), ids.cpu()
 
 
-def blanks(model: BertForPreTraining, tokenizer: Tokenizer, lines: list[str], count: int = 8,
-           seed: int = 0) -> list[Blank]:
-    """`count` lines drawn by `seed` (among those that fit the model), each with one word of a
-    single WordPiece (and at least three letters) replaced by [MASK], and the model's five
-    likeliest fillers."""
-    rng = random.Random(seed)
-    vocab = tokenizer.get_vocab()
-    result = []
-    for line in rng.sample(lines, len(lines)):
-        candidates = [m for m in WORD.finditer(line.lower()) if len(m[0]) >= 3 and m[0] in vocab]
-        if not candidates or len(tokenizer.encode(line)) > model.config.max_position_embeddings:
-            continue
-        word = rng.choice(candidates)
-        masked = line[:word.start()] + "[MASK]" + line[word.end():]
-        result.append(Blank(masked, word[0], fill_mask(model, tokenizer, masked)))
-        if len(result) == count:
-            break
-    return result
+def hit_rates(blanks: list[Blank], guesses: torch.Tensor) -> tuple[float, float]:
+    """The share of blanks whose hidden word is the first guess, and among all the guesses."""
+    truth = torch.tensor([b.answer for b in blanks])  # (B,)
+    return ((guesses[:, 0] == truth).float().mean().item(),
+            (guesses == truth[:, None]).any(1).float().mean().item())
 
 
 def hardware(device: torch.device) -> str:
@@ -81,13 +105,47 @@ def hardware(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads"
 
 
+def plot_curves(history: list[dict], path: Path) -> bool:
+    """Draw the training curves into `path`; False if matplotlib is not installed."""
+    try:
+        from .viz import plot_metrics
+    except ImportError:
+        return False
+    plot_metrics(history, smooth=20).savefig(path, dpi=80)
+    return True
+
+
+def blank_table(model: BertForPreTraining, tokenizer: Tokenizer, lines: list[str],
+                shown: int = 8) -> str:
+    """The fill-in-the-blank section: hit rates on make_blanks' blanks, and the first few."""
+    blanks = make_blanks(tokenizer, lines, model.config.max_position_embeddings)
+    if not blanks:
+        return "No held-out lines to fill in."
+    probs, guesses = fill_blanks(model, blanks, tokenizer.token_to_id("[PAD]"))
+    top1, top5 = hit_rates(blanks, guesses)
+    rows = "\n".join(
+        f"| {b.masked} | {b.word} | " + ", ".join(
+            f"`{tokenizer.id_to_token(t)}` {q:.0%}" for t, q in zip(g.tolist(), p.tolist())) + " |"
+        for b, p, g in list(zip(blanks, probs, guesses))[:shown])
+    return f"""On {len(blanks)} held-out lines of six words or more, one word hidden (a single
+WordPiece of three letters or more; `bertlab.model_card.make_blanks`, chapter 7's measure): the
+hidden word is the first guess **{top1:.1%}** of the time, among the five likeliest
+**{top5:.1%}**. The first {min(shown, len(blanks))}, with the five likeliest WordPieces and their
+probabilities:
+
+| line | answer | guesses |
+|---|---|---|
+{rows}"""
+
+
 def write_model_card(out: Path, runs: list[dict], device: torch.device, held_out: list[str],
-                     examples: str, blank_list: list[Blank]) -> None:
+                     examples: str, blanks: str) -> None:
     """README.md and curves.png in the run directory `out`, from the runs that made the model
-    ({"command", "steps", "wall_seconds"}, first to last: see `bertlab.cli.made_by`), the last
-    run's log (out/metrics.jsonl) and the fill-in-the-blanks."""
-    history = metric_records(out)
-    plot_metrics(history, smooth=20).savefig(out / "curves.png", dpi=80)
+    ({"command", "steps", "wall_seconds"}, first to last: see `bertlab.pretrain.made_by`), the
+    last run's log (out/metrics.jsonl) and the fill-in-the-blank section (`blank_table`)."""
+    history = metric_rows(out)
+    curves = ("![training curves](curves.png)" if plot_curves(history, out / "curves.png") else
+              "(Install the `course` extra, which brings matplotlib, to draw them here.)")
     commands = ", then\n  ".join(
         f"`{r['command']}` ({r['steps']:,} steps, {r['wall_seconds'] / 60:.1f} minutes)"
         for r in runs)
@@ -99,9 +157,6 @@ def write_model_card(out: Path, runs: list[dict], device: torch.device, held_out
     evals = [row for row in history if row["split"] == "eval"]
     table = "\n".join(f"| {r['step']} | {r['mlm_acc']:.1%} | {r['nsp_acc']:.1%} | {r['loss']:.3f} |"
                       for r in evals)
-    answers = "\n".join(
-        f"| {b.line} | {b.answer} | " + ", ".join(f"`{t}` {p:.0%}" for t, p in b.guesses) + " |"
-        for b in blank_list)
     text = f"""# {out.name}
 
 A small BERT pretrained with masked language modelling and next-sentence prediction on the
@@ -126,14 +181,10 @@ of the training batch size, weighted by pairs. Loss: MLM + NSP.
 
 ## Training curves
 
-![training curves](curves.png)
+{curves}
 
 ## Fill in the blank, on held-out lines
 
-Five likeliest WordPieces for the masked word, with their probabilities.
-
-| line | answer | guesses |
-|---|---|---|
-{answers}
+{blanks}
 """
     (out / "README.md").write_text(text, encoding="utf-8")

@@ -19,6 +19,23 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
+    """The device `name` says ("cpu", "cuda:1", "mps"), checked to be present; None: the best."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this machine has no CUDA GPU that torch can use")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: there are {torch.cuda.device_count()} GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: Apple's MPS is not available here")
+    return device
+
+
 def course_scale(default: str | None = None) -> str:
     """`quick` (a 2-core laptop, what CI checks) or `full` (a GPU): the BERTLAB_SCALE variable,
     else the notebook's own setting, else `full` on a GPU and `quick` elsewhere."""

@@ -47,6 +47,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, lowercase: boo
                     min_frequency: int = 2) -> Tokenizer:
     """Train a BERT WordPiece tokenizer on `texts`; [PAD] [UNK] [CLS] [SEP] [MASK] get ids 0-4.
 
+    `texts` is read one text at a time (a generator reading files works): training keeps word
+    counts, never the corpus, so a large corpus need not fit in memory.
+
     Training is not exactly repeatable: `tokenizers` breaks ties between equally frequent merges
     in an order that changes from run to run (huggingface/tokenizers#1794), so two trainings on
     the same text may differ in a few tokens. Save the tokenizer alongside the model it serves.
@@ -99,7 +102,7 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
 
     Sequences longer than `max_length` are truncated, the longer of a pair first. `padding=True`
     pads to the longest in the batch, "max_length" to `max_length`, False not at all (then all
-    must have the same length). The tokenizer's own truncation and padding are left as they were.
+    must have the same length). The tokenizer itself is left as it was.
     """
     if isinstance(texts, str) or (pairs is not None and isinstance(pairs, str)):
         raise ValueError("texts and pairs must be lists of strings, not a single string")
@@ -111,17 +114,11 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
         raise ValueError("the tokenizer has no [PAD] token to pad with")
     if padding not in (True, False, "max_length"):
         raise ValueError(f"padding must be True, False or 'max_length', got {padding!r}")
-    saved = tokenizer.truncation, tokenizer.padding
-    tokenizer.enable_truncation(max_length, strategy="longest_first")
+    tokenizer = unpadded(tokenizer, max_length)
     if padding:
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]",
                                  length=max_length if padding == "max_length" else None)
-    else:
-        tokenizer.no_padding()
-    try:
-        batch = tokenizer.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
-    finally:
-        restore(tokenizer, *saved)
+    batch = tokenizer.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
     if len({len(e.ids) for e in batch}) > 1:
         raise ValueError("sequences of different lengths without padding: use padding=True")
     return {"input_ids": torch.tensor([e.ids for e in batch], dtype=torch.long),  # (B, T)
@@ -129,12 +126,14 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
             "attention_mask": torch.tensor([e.attention_mask for e in batch], dtype=torch.long)}
 
 
-def restore(tokenizer: Tokenizer, truncation: dict | None, padding: dict | None):
-    if truncation is None:
-        tokenizer.no_truncation()
+def unpadded(tokenizer: Tokenizer, max_length: int | None = None,
+             strategy: str = "longest_first") -> Tokenizer:
+    """A copy of `tokenizer` that never pads and truncates to `max_length` tokens (None: never),
+    whatever padding and truncation the original has."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_padding()
+    if max_length is None:
+        copy.no_truncation()
     else:
-        tokenizer.enable_truncation(**truncation)
-    if padding is None:
-        tokenizer.no_padding()
-    else:
-        tokenizer.enable_padding(**padding)
+        copy.enable_truncation(max_length, strategy=strategy)
+    return copy

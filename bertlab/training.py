@@ -28,9 +28,12 @@ import random
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,11 +43,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
-from .model import IGNORE_INDEX
-from .runtime import default_device
+from .model import check_values
+from .runtime import resolve_device
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FUSED_ADAMW = ("cuda", "cpu", "mps")  # devices with torch's fused AdamW kernel
 
 Batch = dict[str, torch.Tensor]
 Collate = Callable[[list], Batch]  # examples -> batch
@@ -61,8 +65,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
     grad_accum: int = 1  # micro-batches per update: the same update in 1/grad_accum the memory
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto: bf16 (or fp16) on a GPU, fp32 elsewhere
-    device: str | None = None  # None: bertlab.default_device()
+    device: str | torch.device | None = None  # None: bertlab.default_device()
     compile: bool = False  # torch.compile the model: slow to start, faster on GPUs
+    gradient_checkpointing: bool = False  # recompute each encoder layer in backward: less memory
+    tf32: bool = True  # on CUDA, fp32 matmuls in TensorFloat-32 while training (not after)
     seed: int = 0  # data order, masking, dropout (seed the model's initialization yourself)
     log_every: int = 10  # steps between train rows in the log
     eval_every: int = 0  # steps between evaluations; 0: only at the end
@@ -94,6 +100,21 @@ class TrainConfig:
         return round(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
 
 
+@dataclass(kw_only=True)
+class RunSettings:
+    """What a recipe's run shares with every other: how it uses the machine, its seed, its
+    checkpoints. PretrainSettings and FinetuneSettings add their own on top."""
+
+    grad_accum: int = 1
+    precision: str = "auto"
+    device: str | None = None
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = False
+
+
 def lr_at(step: int, lr: float, warmup_steps: int, total_steps: int) -> float:
     """The learning rate of update `step` (counted from 0): a linear rise to `lr` over
     `warmup_steps`, then a linear fall that would reach 0 at `total_steps`."""
@@ -114,22 +135,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW as BERT used it. Weight decay applies to matrices (linear weights, embeddings) only:
-    biases and LayerNorm weights, the parameters with fewer than 2 dimensions, are not decayed."""
+    biases and LayerNorm weights, the parameters with fewer than 2 dimensions, are not decayed.
+    Fused (one kernel for all parameters, no read of its step count) where torch has it."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
-
-
-def pretraining_metrics(batch: Batch, output) -> dict[str, torch.Tensor]:
-    """MLM accuracy at the masked positions, and NSP accuracy when the batch has NSP labels."""
-    labels = batch["mlm_labels"]
-    targets = labels[labels != IGNORE_INDEX]  # (N,): the logits are (N, V) when labels are given
-    values = {"mlm_acc": (output.mlm_logits.argmax(-1) == targets).float().mean()}
-    if "nsp_labels" in batch:
-        nsp_correct = output.nsp_logits.argmax(-1) == batch["nsp_labels"]  # (B,)
-        values["nsp_acc"] = nsp_correct.float().mean()
-    return values
+    fused = all(p.device.type in FUSED_ADAMW and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=fused or None)
 
 
 # Random state: seeded, saved, restored.
@@ -210,24 +222,34 @@ class Means:
 
 # Processes: one, or N under torchrun.
 
+class Process(NamedTuple):
+    """This process: its rank among `world` processes (0 of 1 without torchrun), its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
 @contextlib.contextmanager
-def distributed(device: torch.device) -> Iterator[tuple[int, int, torch.device]]:
-    """Yield (rank, world size, device). Under torchrun (WORLD_SIZE > 1) join the process group
-    (nccl on GPUs, one GPU per process; gloo on CPUs); otherwise this is process 0 of 1."""
+def distributed(device: torch.device) -> Iterator[Process]:
+    """This process. Under torchrun (WORLD_SIZE > 1) join the process group (nccl on GPUs, one
+    GPU per process; gloo on CPUs) and leave it at the end; otherwise this is process 0 of 1.
+    A collective that waits longer than BERTLAB_DIST_TIMEOUT seconds (600) fails, not hangs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        yield 0, 1, device
+        yield Process(0, 1, device)
         return
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    joined = not dist.is_initialized()  # else the caller set up the group and will end it
+    if joined:
+        timeout = timedelta(seconds=float(os.environ.get("BERTLAB_DIST_TIMEOUT", 600)))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     try:
-        yield dist.get_rank(), world, device
+        yield Process(dist.get_rank(), world, device)
     finally:
-        if started:
+        if joined:
             dist.destroy_process_group()
 
 
@@ -247,15 +269,33 @@ def resumed_seconds(out_dir: Path) -> float:
     return state["seconds"]
 
 
-def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, list]]:
-    """metrics.jsonl (or a run directory holding it) as columns per split, ready to plot:
+def metric_rows(path_or_rows) -> list[dict]:
+    """The rows of a run's metrics.jsonl (or of the run directory holding it), or a list of rows
+    as they are; each needs a `step` and a `split` ('train' or 'eval')."""
+    if isinstance(path_or_rows, (str, os.PathLike)):
+        path = Path(path_or_rows)
+        path = path / "metrics.jsonl" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"no metrics at {path}: expected a run directory or its "
+                             "metrics.jsonl")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+    else:
+        rows = list(path_or_rows)
+    for i, row in enumerate(rows):
+        if "step" not in row or row.get("split") not in ("train", "eval"):
+            raise ValueError(f"metrics row {i} ({row}) needs a 'step' and a 'split' of "
+                             "'train' or 'eval'")
+    if not rows:
+        raise ValueError("no metrics rows")
+    return rows
+
+
+def read_metrics(path_or_rows) -> dict[str, dict[str, list]]:
+    """A run's metrics (see metric_rows) as columns per split, ready to plot:
     `m = read_metrics(run); plt.plot(m["train"]["step"], m["train"]["loss"])`.
     A column is None in rows that lack it."""
-    path = Path(path)
-    path = path / "metrics.jsonl" if path.is_dir() else path
-    if not path.is_file():
-        raise ValueError(f"no metrics at {path}: expected a run directory or its metrics.jsonl")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = metric_rows(path_or_rows)
     columns: dict[str, dict[str, list]] = {}
     for split in dict.fromkeys(row["split"] for row in rows):
         split_rows = [row for row in rows if row["split"] == split]
@@ -264,9 +304,40 @@ def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, list]]:
     return columns
 
 
+RESUMABLE_CHANGES = ("resume", "device", "precision", "compile", "grad_accum",  # same run still
+                     "gradient_checkpointing")
+
+
+def prepare_run_dir(out: Path, command: str, settings: dict, resume: bool,
+                    process: Process) -> None:
+    """A new run needs an empty directory; a resumed one the settings it was started with.
+    Every process checks, so that a bad setting stops them all at once, with the same message;
+    process 0 then saves the settings as COMMAND_args.json (pretrain_args.json, ...)."""
+    saved_file = out / f"{command}_args.json"
+    if resume:
+        if not saved_file.is_file():
+            raise ValueError(f"nothing to resume: {out} holds no `bertlab {command}` run")
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        changed = [f"--{k.replace('_', '-')} {settings[k]} (the run has {saved[k]})"
+                   for k in sorted(settings.keys() & saved.keys())  # newer settings: as now
+                   if k not in RESUMABLE_CHANGES and saved[k] != settings[k]]
+        if changed:
+            raise ValueError("--resume continues a run with the settings it started with; "
+                             f"these differ: {'; '.join(changed)}")
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: choose a new --out, or add --resume to continue "
+                         "the run in it")
+    if process.world > 1:
+        dist.barrier()  # nothing is written before every process has looked
+    if process.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        saved_file.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
 def train(model: torch.nn.Module, train_data: Sequence, config: TrainConfig, *,
           collate: Collate = default_collate, eval_data: Sequence | None = None,
-          eval_collate: Collate | None = None, metrics: Metrics | None = None) -> list[dict]:
+          eval_collate: Collate | None = None, metrics: Metrics | None = None,
+          process: Process | None = None) -> list[dict]:
     """Train `model` in place for `config.steps` updates; return the rows it logged.
 
     train_data, eval_data: sequences of examples. `collate` turns a list of examples into the
@@ -274,12 +345,29 @@ def train(model: torch.nn.Module, train_data: Sequence, config: TrainConfig, *,
     state_dict() and load_state_dict() (its own random generator) is checkpointed with the run.
     metrics(batch, output) -> {name: value} adds values (accuracies) to the log, averaged like
     the loss. Under torchrun every process calls this with the same arguments; each takes its
-    slice of every batch, and process 0 alone writes to out_dir.
+    slice of every batch, and process 0 alone writes to out_dir. `process`: the caller's, when
+    it has joined the process group itself (`with distributed(device) as process`).
     """
-    device = torch.device(config.device) if config.device else default_device()
-    with distributed(device) as (rank, world, device):
-        trainer = Trainer(model, config, rank, world, device, collate, metrics)
+    if process is None:
+        with distributed(resolve_device(config.device)) as process:
+            return train(model, train_data, config, collate=collate, eval_data=eval_data,
+                         eval_collate=eval_collate, metrics=metrics, process=process)
+    trainer = Trainer(model, config, *process, collate, metrics)
+    with matmul_precision("high" if config.tf32 and process.device.type == "cuda" else None):
         return trainer.fit(train_data, eval_data, eval_collate or collate)
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str | None) -> Iterator[None]:
+    """torch's fp32 matmul precision ("high": TF32 on GPUs that have it) for a block, then put
+    back, so that what runs after training (a parity check in fp32) is exact again."""
+    before = torch.get_float32_matmul_precision()
+    if precision is not None:
+        torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 class Trainer:
@@ -295,6 +383,8 @@ class Trainer:
         self.precision = resolve_precision(config.precision, device)
         self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         self.model = model.to(device)
+        if config.gradient_checkpointing:
+            model.bert.encoder.checkpointing = True  # every bertlab model has its encoder there
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         wrapped = model
@@ -303,16 +393,32 @@ class Trainer:
             wrapped = DistributedDataParallel(model, device_ids=ids)
         self.forward = torch.compile(wrapped) if config.compile else wrapped
         self.step = 0
+        self.unchecked: list[torch.Tensor] = []  # losses of the steps since the last check
         self.seconds_before = 0.0  # spent on this run by earlier invocations (see resume)
         self.started = time.perf_counter()
         self.history: list[dict] = []
         set_seed(config.seed + rank)
+
+    def sum_over_processes(self, count: int) -> float:
+        if self.world == 1:
+            return count
+        total = torch.tensor(float(count), device=self.device)
+        dist.all_reduce(total)
+        return total.item()
 
     def autocast(self):
         dtype = AUTOCAST_DTYPES[self.precision]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def to_device(self, batch: Batch) -> Batch:
+        """Check the batch's inputs on the host, where it costs no wait for the device, then
+        move it there. A batch with no padding goes without its attention mask, so that the
+        fused attention kernels run (the model cannot look without waiting)."""
+        if hasattr(self.model, "config") and "input_ids" in batch:
+            check_values(self.model.config, batch["input_ids"], batch.get("token_type_ids"),
+                         batch.get("attention_mask"))
+        if "attention_mask" in batch and batch["attention_mask"].bool().all():
+            batch = {k: v for k, v in batch.items() if k != "attention_mask"}
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def fit(self, train_data: Sequence, eval_data: Sequence | None,
@@ -336,8 +442,12 @@ class Trainer:
                 bar.update()
                 at_end = self.step == c.steps
                 if at_end or self.step % c.log_every == 0:
-                    row = self.log("train", **interval.read(self.world),
-                                   lr=self.optimizer.param_groups[0]["lr"],
+                    values = interval.read(self.world)  # the interval's one read of the device
+                    if not math.isfinite(values["loss"]):
+                        self.check_finite()  # raises, naming the step
+                    self.unchecked = []
+                    tokens = self.sum_over_processes(tokens)
+                    row = self.log("train", **values, lr=self.optimizer.param_groups[0]["lr"],
                                    tokens_per_s=tokens / seconds)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens / seconds:,.0f}")
                     interval, tokens, seconds = Means(self.device), 0, 0.0
@@ -345,6 +455,7 @@ class Trainer:
                                               and self.step % c.eval_every == 0):
                     self.log("eval", **self.evaluate(eval_data, eval_collate))
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.check_finite()
                     self.save_checkpoint(len(train_data))
         if self.out_dir is not None and self.rank == 0:
             self.model.save_pretrained(self.out_dir)
@@ -352,14 +463,15 @@ class Trainer:
 
     def update(self, micro_batches: list[Batch], interval: Means) -> int:
         """One optimizer step: forward and backward over the micro-batches (gradients add up;
-        DDP averages them over processes at the last one), clip, step. Returns tokens seen."""
+        DDP averages them over processes at the last one), clip, step. Returns tokens seen.
+        Nothing here waits for the device: the loss and metrics stay on it until read."""
         c = self.config
         lr = lr_at(self.step, c.lr, c.warmup_steps, c.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss, tokens = torch.zeros((), device=self.device), 0
         for i, batch in enumerate(micro_batches):
-            tokens += count_tokens(batch)
+            tokens += count_tokens(batch)  # on the host
             batch = self.to_device(batch)
             last = i == len(micro_batches) - 1
             with contextlib.nullcontext() if last or self.world == 1 else self.forward.no_sync():
@@ -369,13 +481,6 @@ class Trainer:
             loss += output.loss.detach().float() / len(micro_batches)
             if self.metrics is not None:
                 interval.add(self.metrics(batch, output))
-        loss_and_tokens = torch.stack([loss, torch.tensor(float(tokens), device=self.device)])
-        if self.world > 1:
-            dist.all_reduce(loss_and_tokens)  # sums over processes
-        loss, tokens = loss_and_tokens.tolist()
-        loss /= self.world
-        if not math.isfinite(loss):
-            self.diverged(loss)
         self.scaler.unscale_(self.optimizer)
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -383,13 +488,28 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         interval.add({"loss": loss})
-        return int(tokens)
+        self.unchecked.append(loss)
+        return tokens
 
-    def diverged(self, loss: float):
+    def check_finite(self) -> None:
+        """Stop if a step since the last check had a non-finite loss (on any process): one read
+        of the device, made before a checkpoint and whenever a logged mean is not finite."""
+        if not self.unchecked:
+            return
+        losses = torch.stack(self.unchecked)  # (S,): this process's, one per step
+        if self.world > 1:
+            dist.all_reduce(losses)  # a NaN anywhere is a NaN everywhere
+        first = self.step - len(self.unchecked) + 1
+        self.unchecked = []
+        for step, loss in enumerate(losses.tolist(), first):
+            if not math.isfinite(loss):
+                self.diverged(loss / self.world, step)
+
+    def diverged(self, loss: float, step: int):
         kept = checkpoints(self.out_dir) if self.out_dir is not None else []
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
         raise FloatingPointError(
-            f"the loss became {loss} at step {self.step + 1}: training diverged; {where}. "
+            f"the loss became {loss} at step {step}: training diverged; {where}. "
             f"Try a lower learning rate (lr is {self.config.lr}) or a longer warmup.")
 
     @torch.no_grad()
@@ -501,13 +621,17 @@ class Trainer:
         if state["data"] != data:
             raise ValueError(f"{path} was trained with {state['data']}, this run has {data}: "
                              "resume with the same data, seed and batch size")
-        if len(state["rng"]) != self.world:
-            raise ValueError(f"{path} was written by {len(state['rng'])} processes; resume "
-                             f"with the same number (this run has {self.world})")
         self.model.load_state_dict(load_file(path / "model.safetensors", device=str(self.device)))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.set_random_state(state["rng"][self.rank])
+        if len(state["rng"]) == self.world:
+            self.set_random_state(state["rng"][self.rank])
+        else:  # the data order is a function of the step and the global batch: it carries on
+            warnings.warn(f"{path} was written by {len(state['rng'])} processes and this run has "
+                          f"{self.world}: the batches go on as before, but the random draws "
+                          "(dynamic masks, dropout) are seeded afresh, so the run is not the "
+                          "one an unchanged world size would have made", stacklevel=2)
+            set_seed(self.config.seed + self.world * state["step"] + self.rank)
         self.step, self.seconds_before = state["step"], state["seconds"]
         if self.rank == 0:
             for unfinished in self.out_dir.glob(".tmp-checkpoint-*"):

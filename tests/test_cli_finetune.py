@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from safetensors.torch import load_file
 
-from bertlab import BertConfig, BertForPreTraining, cli
+import bertlab.finetune as recipe
+from bertlab import cli
 from bertlab.data import load_corpus
-from bertlab.data.tasks import TASKS
-from bertlab.tokenization import save_tokenizer, train_wordpiece
+from bertlab.finetune import TASKS
 
 BERTLAB = Path(sys.executable).parent / "bertlab"  # the installed console script
 EVAL_EXAMPLES = 48  # dev and test are cut to about this many, to keep the runs to seconds
@@ -23,29 +24,21 @@ EVAL_EXAMPLES = 48  # dev and test are cut to about this many, to keep the runs 
 @pytest.fixture(scope="module")
 def init(tmp_path_factory) -> Path:
     """A tiny pretrained-shaped checkpoint with its tokenizer: 1 layer, 32 wide, 128 positions."""
-    folder = tmp_path_factory.mktemp("init")
     lines = (line for d in load_corpus() if d.scenes for s in d.scenes for sp in s.speeches
              for line in sp.lines)
-    tokenizer = train_wordpiece(lines, vocab_size=1500)
-    save_tokenizer(tokenizer, folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
-                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)
-    BertForPreTraining(config).save_pretrained(folder)
-    return folder
+    return tiny_checkpoint(tmp_path_factory.mktemp("init"), lines, 1500, 128)
 
 
 @pytest.fixture(autouse=True)
 def small_eval(monkeypatch):
     """Dev and test cut to every n-th example, about EVAL_EXAMPLES; training sets untouched."""
-    load_task = cli.load_task
+    load_task = recipe.load_task
 
     def small(name, split):
         examples = load_task(name, split)
         return examples if split == "train" else examples[::len(examples) // EVAL_EXAMPLES]
 
-    monkeypatch.setattr(cli, "load_task", small)
+    monkeypatch.setattr(recipe, "load_task", small)
 
 
 def finetune(task: str, out: Path, *extra: str) -> int:
@@ -106,7 +99,7 @@ def test_resume_finishes_the_run_with_the_same_scores(init, tmp_path):
     (["--init", "INIT", "--dropout", "1"], "--dropout must be in [0, 1)"),
 ])
 def test_bad_arguments_are_one_line_errors(init, tmp_path, monkeypatch, capsys, extra, message):
-    monkeypatch.setattr(cli, "COURSE_MODEL", tmp_path / "not-made-yet")
+    monkeypatch.setattr(recipe, "COURSE_MODEL", tmp_path / "not-made-yet")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "file").write_text("x")
     swap = {"INIT": str(init), "NONEMPTY": str(tmp_path / "full")}

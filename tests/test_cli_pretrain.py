@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_corpus
 from safetensors.torch import load_file
 
-from bertlab import BertForPreTraining, cli
-from bertlab.cli import main, pretraining_text
+from bertlab import BertForPreTraining, pretrain
+from bertlab.cli import main
 from bertlab.config import BertConfig
 from bertlab.data.corpus import load_corpus
+from bertlab.pretrain import pretraining_text
 from bertlab.tokenization import load_tokenizer
 from bertlab.training import Trainer
 
@@ -26,11 +28,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """Four short works, 150 spoken lines each: two to train on, two held out."""
-    folder = tmp_path_factory.mktemp("corpus")
-    for name, work in zip("abcd", load_corpus()[:4]):
-        lines = pretraining_text(work).splitlines()[:150]
-        (folder / f"work_{name}.txt").write_text("\n".join(lines), encoding="utf-8")
-    return folder
+    return small_corpus(tmp_path_factory.mktemp("corpus"), works=4, lines=150)
 
 
 def tiny_run(corpus: Path, out: Path, *extra: str) -> list[str]:
@@ -78,14 +76,14 @@ class Interrupted(Exception):
 
 
 def test_resume_ends_exactly_where_an_uninterrupted_run_does(corpus, tmp_path, monkeypatch):
-    original, trained = cli.train_wordpiece, []
+    original, trained = pretrain.train_wordpiece, []
 
     def train_wordpiece_once(texts, **kwargs):  # WordPiece training numbers ## pieces at random
         if not trained:
             trained.append(original(texts, **kwargs))
         return trained[0]
 
-    monkeypatch.setattr(cli, "train_wordpiece", train_wordpiece_once)
+    monkeypatch.setattr(pretrain, "train_wordpiece", train_wordpiece_once)
     assert main(tiny_run(corpus, tmp_path / "whole")) == 0
     update = Trainer.update
 
@@ -212,4 +210,4 @@ def test_a_play_contributes_its_spoken_lines_only():
 def test_the_default_learning_rate_follows_the_model_width(width, lr):
     """A run from --init has no --preset: its width picks the preset's learning rate."""
     config = BertConfig(hidden_size=width, num_attention_heads=width // 64 or 1)
-    assert cli.pretraining_lr(config) == lr
+    assert pretrain.pretraining_lr(config) == lr

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import bertlab
-from bertlab import cli
+from bertlab import pretrain
 from bertlab.data.corpus import load_corpus
 from bertlab.data.tasks import TEST
+from bertlab.metrics import pretraining_metrics
 from bertlab.tokenization import load_tokenizer
-from bertlab.training import TrainConfig, Trainer, pretraining_metrics
+from bertlab.training import TrainConfig, Trainer
 
 PATH = bertlab.course_model_path()
 ARGS = json.loads((PATH / "pretrain_args.json").read_text(encoding="utf-8"))
@@ -31,7 +32,7 @@ def test_the_checkpoint_is_complete_and_small():
 
 
 def test_it_was_pretrained_without_the_fine_tuning_test_plays():
-    held_out = ARGS["holdout"] if ARGS["holdout"] is not None else list(cli.HOLDOUT)
+    held_out = ARGS["holdout"] if ARGS["holdout"] is not None else list(pretrain.HOLDOUT)
     assert set(held_out) >= set(TEST)
     assert FINAL["step"] == ARGS["steps"] == MADE_BY[-1]["steps"]
     for run in MADE_BY:  # nor did the runs it started from: they held out the default plays
@@ -43,8 +44,8 @@ def test_it_was_pretrained_without_the_fine_tuning_test_plays():
 def held_out_scores():
     """Evaluate the shipped model on the held-out set rebuilt as `bertlab pretrain` built it."""
     tokenizer = load_tokenizer(PATH)
-    _, held_out = cli.split_holdout(load_corpus(), list(cli.HOLDOUT))
-    data = cli.held_out_examples(held_out, tokenizer, ARGS["max_seq_len"], ARGS["seed"])
+    _, held_out = pretrain.split_holdout(load_corpus(), list(pretrain.HOLDOUT))
+    data = pretrain.held_out_examples(held_out, tokenizer, ARGS["max_seq_len"], ARGS["seed"])
     model = bertlab.BertForPreTraining.from_pretrained(PATH)
     config = TrainConfig(batch_size=ARGS["batch_size"], device="cpu", precision="fp32")
     trainer = Trainer(model, config, 0, 1, torch.device("cpu"), data.collate, pretraining_metrics)

@@ -82,7 +82,7 @@ def test_a_reshipped_checkpoint_is_run_again(tmp_path):
     """Runs are keyed by the files each start reads: new weights in the same place invalidate
     `ours`, not `scratch` (same shape and tokenizer); `minilm` does not read the checkpoint."""
     checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(experiment.cli.COURSE_MODEL, checkpoint)
+    shutil.copytree(experiment.COURSE_MODEL, checkpoint)
     args = experiment.parse_args([*ARGV, "--checkpoint", str(checkpoint)])
     before = {start: experiment.settings(args, start) for start in experiment.STARTS}
     weights = checkpoint / "model.safetensors"

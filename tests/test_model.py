@@ -147,6 +147,25 @@ def test_bad_input_is_a_clear_error(bad, message):
         model(bad["ids"], bad.get("types"), bad.get("mask"))
 
 
+def test_the_forward_pass_never_reads_values_off_the_host():
+    """On an accelerator a value check waits for the device. Meta tensors have no values, so any
+    read (`.item()`, a Python `if` on a tensor) raises: the forward pass must make none, and
+    still mask the padding it cannot see."""
+    model = bertlab.BertForPreTraining(CFG).to("meta")
+    ids = torch.ones(2, 4, dtype=torch.long, device="meta")
+    out = model(ids, attention_mask=torch.ones(2, 4, dtype=torch.long, device="meta"))
+    assert out.mlm_logits.shape == (2, 4, CFG.vocab_size)
+
+
+def test_the_training_loop_checks_values_on_the_host_before_moving_a_batch():
+    from bertlab.training import Trainer, TrainConfig
+
+    trainer = Trainer(bertlab.BertModel(CFG), TrainConfig(steps=1), 0, 1, torch.device("cpu"),
+                      None, None)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        trainer.to_device({"input_ids": torch.full((1, 4), 300)})
+
+
 def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="divisible by num_attention_heads"):
         BertConfig(hidden_size=100, num_attention_heads=3)

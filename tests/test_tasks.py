@@ -12,22 +12,17 @@ from bertlab.data import load_corpus, tasks
 from bertlab.data.tasks import (
     DEV,
     SPLITS,
-    TASKS,
     TEST,
     TRAIN,
-    best_span,
     encode_task,
-    entity_scores,
-    entity_spans,
-    evaluate,
-    exact_match,
     load_task,
     name_phrases,
     subsample,
     tag_names,
-    token_f1,
     words,
 )
+from bertlab.finetune import TASKS, evaluate
+from bertlab.metrics import best_span, entity_scores, entity_spans, exact_match, token_f1
 from bertlab.model import IGNORE_INDEX, HeadOutput, SpanOutput
 from bertlab.tokenization import train_wordpiece
 

@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import default_collate
 
 from bertlab import BertConfig, BertForPreTraining, BertForSequenceClassification
+from bertlab.metrics import pretraining_metrics
 from bertlab.training import (
     TrainConfig,
     checkpoints,
     lr_at,
     make_optimizer,
-    pretraining_metrics,
     read_metrics,
     resolve_precision,
     train,
@@ -361,6 +361,29 @@ def test_two_processes_match_one(tmp_path):
     assert logged["step"] == [r["step"] for r in history]  # one writer: no duplicate rows
     assert logged["loss"] == pytest.approx([r["loss"] for r in history], rel=1e-4)
     assert [p.name for p in checkpoints(run)] == ["checkpoint-6"]
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights():
+    plain, recomputed = pretraining_model(), pretraining_model()
+    train(plain, DATA, config(steps=3))
+    train(recomputed, DATA, config(steps=3, gradient_checkpointing=True))
+    assert recomputed.bert.encoder.checkpointing
+    assert_same(parameters(plain), parameters(recomputed), atol=1e-6)
+
+
+def test_tf32_is_asked_for_while_training_on_cuda_only_and_put_back(monkeypatch):
+    from bertlab import training
+
+    seen = []
+    monkeypatch.setattr(training.Trainer, "fit", lambda self, *a: seen.append(
+        torch.get_float32_matmul_precision()) or [])
+    before = torch.get_float32_matmul_precision()
+    train(pretraining_model(), DATA, config(steps=1))
+    cuda = training.Process(0, 1, torch.device("cuda"))
+    monkeypatch.setattr(training.Trainer, "__init__", lambda self, *a: None)
+    train(pretraining_model(), DATA, config(steps=1), process=cuda)
+    train(pretraining_model(), DATA, config(steps=1, tf32=False), process=cuda)
+    assert seen == [before, "high", before] and torch.get_float32_matmul_precision() == before
 
 
 def ddp_config(run) -> TrainConfig:

@@ -10,12 +10,10 @@ two splits, and dev and test hold two comedies, two histories and two tragedies 
 Spoken lines are the speeches' lines: no speaker tags, no stage directions. The poems are left
 out (they have no speakers, and no genre among the three).
 
-    task = TASKS["genre"]                                # model_class, num_labels, metric
     examples = load_task("genre", "train")               # plain dataclasses, text only
     data = encode_task("genre", examples, tokenizer, 64)  # token ids; data.collate batches them
-    model = task.model_class(config)                     # config.num_labels = task.num_labels
-    train(model, data, TrainConfig(...), collate=data.collate, metrics=task.batch_metrics)
-    scores = evaluate(task, model, encode_task("genre", load_task("genre", "test"), tokenizer))
+
+`bertlab.finetune` binds each task to its model class, metrics and evaluation.
 
 The examples do not depend on the tokenizer, so models with different vocabularies answer the
 same questions. At max_seq_len 64 (for an 8k Shakespeare WordPiece or BERT's uncased vocabulary)
@@ -27,9 +25,8 @@ from __future__ import annotations
 
 import random
 import re
-import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -37,13 +34,8 @@ import torch
 from tokenizers import Encoding, Tokenizer
 from torch.utils.data import Dataset
 
-from ..model import (
-    IGNORE_INDEX,
-    BertForMultipleChoice,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-)
+from ..config import IGNORE_INDEX
+from ..tokenization import unpadded
 from .corpus import Document, Scene, load_corpus
 
 # ----------------------------------------------------------------------------------------------
@@ -98,8 +90,9 @@ def spoken(scene: Scene) -> list[str]:
 @dataclass(frozen=True)
 class ClassificationExample:
     text: str
-    label: int  # index in GENRE_LABELS
-    work: str
+    label: int  # index in GENRE_LABELS (or, for your own data, in its label names)
+    work: str  # where it comes from: a play's title, or FILE:ROW
+    text_pair: str | None = None  # a second text, for classifying pairs
 
 
 @dataclass(frozen=True)
@@ -325,7 +318,7 @@ def load_task(name: str, split: str, seed: int = 0) -> list:
     `seed` draws what is drawn: next_line's wrong candidates and answer positions, who_said's
     questions, the balancing of genre's dev and test. The course's numbers use seed 0.
     """
-    get_task(name)
+    check_task(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLIT_NAMES}")
     return list(build(name, split, seed))
@@ -381,18 +374,6 @@ def stack(values: list, fill: int) -> torch.Tensor:
     return padded.view(len(values), -1, width) if nested else padded
 
 
-def plain(tokenizer: Tokenizer, max_seq_len: int | None, strategy: str = "longest_first"
-          ) -> Tokenizer:
-    """A copy of `tokenizer` that never pads and truncates to `max_seq_len` (None: never)."""
-    copy = Tokenizer.from_str(tokenizer.to_str())
-    copy.no_padding()
-    if max_seq_len is None:
-        copy.no_truncation()
-    else:
-        copy.enable_truncation(max_seq_len, strategy=strategy)
-    return copy
-
-
 def inputs(encoding: Encoding) -> dict[str, list[int]]:
     return {"input_ids": encoding.ids, "token_type_ids": encoding.type_ids,
             "attention_mask": encoding.attention_mask}
@@ -400,7 +381,9 @@ def inputs(encoding: Encoding) -> dict[str, list[int]]:
 
 def encode_classification(examples: list[ClassificationExample], tokenizer: Tokenizer,
                           max_seq_len: int) -> list[dict]:
-    encodings = plain(tokenizer, max_seq_len).encode_batch([x.text for x in examples])
+    """[CLS] text [SEP], or [CLS] text [SEP] text_pair [SEP] for pairs."""
+    texts = [x.text if x.text_pair is None else (x.text, x.text_pair) for x in examples]
+    encodings = unpadded(tokenizer, max_seq_len).encode_batch(texts)
     return [inputs(e) | {"labels": x.label} for x, e in zip(examples, encodings)]
 
 
@@ -408,7 +391,7 @@ def encode_choices(examples: list[ChoiceExample], tokenizer: Tokenizer,
                    max_seq_len: int) -> list[dict]:
     """Each (line, candidate) pair as [CLS] line [SEP] candidate [SEP]: K sequences a row."""
     pairs = [(x.context, choice) for x in examples for choice in x.choices]
-    encodings = plain(tokenizer, max_seq_len).encode_batch(pairs)
+    encodings = unpadded(tokenizer, max_seq_len).encode_batch(pairs)
     rows = []
     for n, x in enumerate(examples):
         group = [inputs(e) for e in encodings[n * NUM_CHOICES:(n + 1) * NUM_CHOICES]]
@@ -420,7 +403,7 @@ def encode_tagging(examples: list[TaggingExample], tokenizer: Tokenizer,
                    max_seq_len: int) -> list[dict]:
     """Word tags onto WordPiece tokens: a word's first piece gets its tag, the other pieces and
     the special tokens get IGNORE_INDEX (no loss, no score)."""
-    encodings = plain(tokenizer, max_seq_len).encode_batch([list(x.words) for x in examples],
+    encodings = unpadded(tokenizer, max_seq_len).encode_batch([list(x.words) for x in examples],
                                                            is_pretokenized=True)
     rows = []
     for x, e in zip(examples, encodings):
@@ -437,14 +420,14 @@ def encode_spans(examples: list[SpanExample], tokenizer: Tokenizer, max_seq_len:
     least MIN_QUESTION_TOKENS of the question, that is an error; a question too long for the rest
     loses its end (rare: Latin and French lines). Rows keep what decoding needs: the context's
     tokens, offsets and text."""
-    contexts = plain(tokenizer, None).encode_batch([x.context for x in examples],
+    contexts = unpadded(tokenizer).encode_batch([x.context for x in examples],
                                                    add_special_tokens=False)
     too_long = [len(c) for c in contexts if len(c) + 3 + MIN_QUESTION_TOKENS > max_seq_len]
     if too_long:
         raise ValueError(f"{len(too_long)} of {len(examples)} who_said contexts do not fit in "
                          f"max_seq_len {max_seq_len} with a question (the longest has "
                          f"{max(too_long)} tokens): raise max_seq_len")
-    encodings = plain(tokenizer, max_seq_len, "only_first").encode_batch(
+    encodings = unpadded(tokenizer, max_seq_len, "only_first").encode_batch(
         [(x.question, x.context) for x in examples])
     rows = []
     for x, e in zip(examples, encodings):
@@ -461,196 +444,31 @@ def encode_spans(examples: list[SpanExample], tokenizer: Tokenizer, max_seq_len:
     return rows
 
 
+ENCODERS = {  # task -> (encode(examples, tokenizer, max_seq_len) -> rows, the label keys)
+    "genre": (encode_classification, ("labels",)),
+    "next_line": (encode_choices, ("labels",)),
+    "names": (encode_tagging, ("labels",)),
+    "who_said": (encode_spans, ("start_positions", "end_positions")),
+    "classify": (encode_classification, ("labels",)),  # your own files (bertlab.data.files)
+}
+TASK_NAMES = ("genre", "next_line", "names", "who_said")  # the course's tasks
+
+
+def check_task(name: str, names=TASK_NAMES) -> None:
+    if name not in names:
+        raise ValueError(f"unknown task {name!r}; choose one of {names}")
+
+
 def encode_task(name: str, examples: Sequence, tokenizer: Tokenizer,
                 max_seq_len: int = 64) -> TaskData:
     """Tokenize a task's examples for its model; `TaskData.collate` batches them."""
-    task = get_task(name)
+    check_task(name, tuple(ENCODERS))
     if not examples:
         raise ValueError(f"no {name} examples to encode")
     if tokenizer.token_to_id("[PAD]") is None:
         raise ValueError("the tokenizer has no [PAD] token: a BERT tokenizer is needed")
     if max_seq_len < 8:
         raise ValueError(f"max_seq_len must be at least 8 tokens, got {max_seq_len}")
-    return TaskData(task.encode(list(examples), tokenizer, max_seq_len),
-                    tokenizer.token_to_id("[PAD]"), task.label_keys)
-
-
-# ----------------------------------------------------------------------------------------------
-# Metrics
-
-
-def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
-    return sum(p == y for p, y in zip(predictions, labels)) / len(labels)
-
-
-def entity_spans(tags: Sequence[str]) -> set[tuple[int, int, str]]:
-    """The entities of a BIO sequence as (start, end, type), end exclusive. As conlleval and
-    seqeval read tags: an entity starts at B-X, or at an I-X that does not continue an X; it runs
-    over the I-X that follow."""
-    spans, start, kind = set(), None, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, tag_kind = tag.partition("-")
-        continues = prefix == "I" and tag_kind == kind
-        if start is not None and not continues:
-            spans.add((start, i, kind))
-            start, kind = None, None
-        if prefix == "B" or (prefix == "I" and not continues):
-            start, kind = i, tag_kind
-    return spans
-
-
-def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
-                  ) -> dict[str, float]:
-    """Entity-level precision, recall and F1 over all sequences, as seqeval: an entity is found
-    only if its start, end and type all match."""
-    true = {(n, *span) for n, tags in enumerate(gold) for span in entity_spans(tags)}
-    found = {(n, *span) for n, tags in enumerate(predicted) for span in entity_spans(tags)}
-    hits = len(true & found)
-    precision = hits / len(found) if found else 0.0
-    recall = hits / len(true) if true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
-
-
-def normalize_answer(text: str) -> list[str]:
-    """SQuAD's normalization, as words: lowercase, no punctuation, no articles."""
-    text = "".join(c for c in text.lower() if c not in string.punctuation)
-    return [w for w in text.split() if w not in ("a", "an", "the")]
-
-
-def exact_match(prediction: str, answer: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(answer))
-
-
-def token_f1(prediction: str, answer: str) -> float:
-    """SQuAD's F1: the harmonic mean of precision and recall of the normalized words."""
-    predicted, true = normalize_answer(prediction), normalize_answer(answer)
-    if not predicted or not true:
-        return float(predicted == true)
-    same = sum((Counter(predicted) & Counter(true)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(predicted), same / len(true)
-    return 2 * precision * recall / (precision + recall)
-
-
-def best_span(start_logits: torch.Tensor, end_logits: torch.Tensor, first: int, last: int,
-              max_tokens: int = MAX_ANSWER_TOKENS) -> tuple[int, int]:
-    """The (start, end) token positions with the highest start + end score such that
-    first <= start <= end <= last and the span is at most `max_tokens` long."""
-    scores = (start_logits[first:last + 1, None]
-              + end_logits[None, first:last + 1]).float()  # (N, N): [start, end]
-    i = torch.arange(scores.shape[0])
-    length = i[None, :] - i[:, None]  # (N, N): end - start
-    scores = scores.masked_fill((length < 0) | (length >= max_tokens), float("-inf"))
-    start, end = divmod(scores.argmax().item(), scores.shape[0])
-    return first + start, first + end
-
-
-# ----------------------------------------------------------------------------------------------
-# The tasks: model, labels, metrics
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    model_class: type
-    num_labels: int | None  # the head's classes (config.num_labels); None if it has none
-    metric: str  # the headline score: a key of what `evaluate` returns
-    label_keys: tuple[str, ...]  # the model's label arguments
-    encode: Callable  # (examples, tokenizer, max_seq_len) -> rows
-    batch_metrics: Callable  # (batch, output) -> {name: value}: the training log's metrics
-    predict: Callable  # (rows, batch, output) -> one prediction per example
-    score: Callable  # (rows, predictions) -> {name: value}
-
-
-def class_accuracy(batch, output) -> dict[str, torch.Tensor]:
-    return {"accuracy": (output.logits.argmax(-1) == batch["labels"]).float().mean()}
-
-
-def token_accuracy(batch, output) -> dict[str, torch.Tensor]:
-    """The share of tagged tokens (first pieces of words) whose tag is right."""
-    tagged = batch["labels"] != IGNORE_INDEX  # (B, T)
-    right = output.logits.argmax(-1) == batch["labels"]  # (B, T)
-    return {"token_accuracy": right[tagged].float().mean()}
-
-
-def span_accuracy(batch, output) -> dict[str, torch.Tensor]:
-    """The share of examples whose most likely start and most likely end are both right."""
-    right = ((output.start_logits.argmax(-1) == batch["start_positions"])
-             & (output.end_logits.argmax(-1) == batch["end_positions"]))  # (B,)
-    return {"span_accuracy": right.float().mean()}
-
-
-def predict_classes(rows, batch, output) -> list[int]:
-    return output.logits.argmax(-1).tolist()
-
-
-def score_classes(rows, predictions) -> dict[str, float]:
-    return {"accuracy": accuracy(predictions, [row["labels"] for row in rows])}
-
-
-def predict_tags(rows, batch, output) -> list[list[str]]:
-    """The predicted tag of every tagged token (a word's first piece), per example."""
-    tags = output.logits.argmax(-1)  # (B, T)
-    return [[TAGS[t] for t in row_tags[labels != IGNORE_INDEX].tolist()]
-            for row_tags, labels in zip(tags, batch["labels"])]
-
-
-def score_tags(rows, predictions) -> dict[str, float]:
-    gold = [[TAGS[t] for t in row["labels"] if t != IGNORE_INDEX] for row in rows]
-    return entity_scores(gold, predictions)
-
-
-def predict_spans(rows, batch, output) -> list[str]:
-    """The text of each example's best span within its context."""
-    answers = []
-    for row, start_logits, end_logits in zip(rows, output.start_logits, output.end_logits):
-        start, end = best_span(start_logits, end_logits, *row["context_tokens"])
-        answers.append(row["context"][row["offsets"][start][0]:row["offsets"][end][1]])
-    return answers
-
-
-def score_spans(rows, predictions) -> dict[str, float]:
-    answers = [row["answer"] for row in rows]
-    return {"exact_match": sum(map(exact_match, predictions, answers)) / len(rows),
-            "f1": sum(map(token_f1, predictions, answers)) / len(rows)}
-
-
-TASKS = {
-    "genre": Task("genre", BertForSequenceClassification, len(GENRE_LABELS), "accuracy",
-                  ("labels",), encode_classification, class_accuracy, predict_classes,
-                  score_classes),
-    "next_line": Task("next_line", BertForMultipleChoice, None, "accuracy", ("labels",),
-                      encode_choices, class_accuracy, predict_classes, score_classes),
-    "names": Task("names", BertForTokenClassification, len(TAGS), "f1", ("labels",),
-                  encode_tagging, token_accuracy, predict_tags, score_tags),
-    "who_said": Task("who_said", BertForQuestionAnswering, None, "exact_match",
-                     ("start_positions", "end_positions"), encode_spans, span_accuracy,
-                     predict_spans, score_spans),
-}
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {tuple(TASKS)}")
-    return TASKS[name]
-
-
-@torch.no_grad()
-def evaluate(task: Task, model: torch.nn.Module, data: TaskData, batch_size: int = 64,
-             autocast: torch.dtype | None = None) -> dict[str, float]:
-    """The task's metrics of `model` on `data`, in eval mode (dropout off), on the model's
-    device; `autocast` (torch.bfloat16, torch.float16) runs it in mixed precision."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    predictions = []
-    for start in range(0, len(data), batch_size):
-        rows = data.rows[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in data.collate(rows).items()}
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            output = model(**batch)
-        predictions += task.predict(rows, batch, output)
-    model.train(was_training)
-    return task.score(data.rows, predictions)
+    encode, label_keys = ENCODERS[name]
+    return TaskData(encode(list(examples), tokenizer, max_seq_len),
+                    tokenizer.token_to_id("[PAD]"), label_keys)

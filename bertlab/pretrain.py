@@ -1,0 +1,238 @@
+"""The pretraining recipe: a WordPiece vocabulary and a BERT trained from scratch with MLM + NSP.
+
+    history = pretrain(PretrainSettings(out="runs/tiny", steps=3000))
+
+It trains a tokenizer on the training works, cuts them into sentence pairs whose tokens are
+masked afresh for every batch, trains, evaluates MLM and NSP accuracy on works held out of
+training, and leaves in `out` a Hugging Face checkpoint with its tokenizer, the log
+(metrics.jsonl), made_by.json and a model card. `bertlab pretrain` parses its arguments into
+PretrainSettings and calls `pretrain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.distributed as dist
+
+from .config import BertConfig
+from .data.corpus import Document, load_corpus
+from .data.pretraining import pretraining_examples
+from .data.store import TokenStore, text_hash
+from .data.tasks import TEST
+from .metrics import pretraining_metrics
+from .model import BertForPreTraining
+from .model_card import blank_table, write_model_card
+from .runtime import resolve_device
+from .tokenization import load_tokenizer, save_tokenizer, train_wordpiece
+from .training import (
+    RunSettings,
+    TrainConfig,
+    checkpoints,
+    distributed,
+    prepare_run_dir,
+    resumed_seconds,
+    set_seed,
+    train,
+)
+
+HOLDOUT = TEST  # the fine-tuning test plays: a pretrained model never sees them
+LEARNING_RATES = {"tiny": 2e-3, "mini": 1e-3, "base": 1e-4, "large": 5e-5}
+
+
+@dataclass(kw_only=True)
+class PretrainSettings(RunSettings):
+    """Everything a pretraining run depends on; `bertlab pretrain --help` explains each."""
+
+    out: str  # the run directory
+    corpus: str = "shakespeare"  # or a folder of .txt files, a .txt or a .jsonl file (.gz too)
+    holdout: list[str] | None = None  # None: HOLDOUT from shakespeare, none from a folder
+    vocab_size: int = 8000
+    max_seq_len: int = 64
+    max_positions: int | None = None  # None: max_seq_len
+    dupe_factor: int = 2
+    recipe: str = "course"  # or "original": Google's target lengths and masked counts
+    store: str | None = None  # the token stores' folder; None: out
+    preset: str = "tiny"
+    init: str | None = None  # start from this pretrain run's weights and tokenizer
+    dropout: float = 0.0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float | None = None  # None: pretraining_lr(the model's config)
+    warmup: float = 0.05
+    eval_every: int = 500
+    command: list[str] = field(default_factory=list)  # the command line, for the model card
+
+    def __post_init__(self):
+        if self.preset not in LEARNING_RATES:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of "
+                             f"{tuple(LEARNING_RATES)}")
+
+    @property
+    def holdout_titles(self) -> list[str]:
+        if self.holdout is not None:
+            return self.holdout
+        return list(HOLDOUT) if self.corpus == "shakespeare" else []
+
+    def documents(self) -> list[Document]:
+        return load_corpus(None if self.corpus == "shakespeare" else self.corpus)
+
+
+def split_holdout(documents: list[Document], titles: list[str]):
+    """(training documents, held-out documents); titles match case-insensitively."""
+    by_title = {d.title.lower(): d for d in documents}
+    unknown = [t for t in titles if t.lower() not in by_title]
+    if unknown:
+        raise ValueError(f"--holdout: no work titled {', '.join(map(repr, unknown))}; the works "
+                         f"are: {', '.join(d.title for d in documents)}")
+    held = {t.lower() for t in titles}
+    return ([d for d in documents if d.title.lower() not in held],
+            [d for d in documents if d.title.lower() in held])
+
+
+def pretraining_text(document: Document) -> str:
+    """What a work contributes to pretraining: a play's spoken lines, one per line (no titles,
+    speaker names or stage directions); any other document's text as it is."""
+    if not document.scenes:
+        return document.text
+    return "\n".join(line for scene in document.scenes for speech in scene.speeches
+                     for line in speech.lines)
+
+
+def check_init(settings: PretrainSettings, documents: list[Document],
+               held_out: list[Document]) -> None:
+    """--init must be a pretrain run directory that never trained on this run's held-out works
+    (`documents`: this run's corpus, reused when --init's is the same)."""
+    if settings.max_positions is not None and settings.init:
+        raise ValueError("--max-positions shapes a new model; with --init the model is PATH's")
+    if settings.max_positions is not None and settings.max_positions < settings.max_seq_len:
+        raise ValueError(f"--max-positions {settings.max_positions} is less than --max-seq-len "
+                         f"{settings.max_seq_len}")
+    if not settings.init:
+        return
+    init = Path(settings.init)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json",
+                           "pretrain_args.json") if not (init / f).is_file()]
+    if missing:
+        raise ValueError(f"--init {init} is not a finished `bertlab pretrain` run: it has no "
+                         f"{', '.join(missing)}")
+    positions = BertConfig.from_json(init).max_position_embeddings
+    if settings.max_seq_len > positions:
+        raise ValueError(f"--max-seq-len {settings.max_seq_len} exceeds the {positions} "
+                         f"positions of --init {init} (give its run a larger --max-positions)")
+    saved = json.loads((init / "pretrain_args.json").read_text("utf-8"))
+    names = {f.name for f in dataclasses.fields(PretrainSettings)}
+    before = PretrainSettings(**{k: v for k, v in saved.items() if k in names})
+    if before.corpus != settings.corpus:
+        documents = before.documents()
+    _, its_held_out = split_holdout(documents, before.holdout_titles)
+    seen = {d.title for d in held_out} - {d.title for d in its_held_out}
+    if seen:
+        raise ValueError(f"--init {init} was trained on {', '.join(sorted(seen))}, which this "
+                         "run holds out: its held-out scores would not be held out")
+
+
+def pretraining_model(settings: PretrainSettings, vocab_size: int) -> BertForPreTraining:
+    """A new --preset model, or --init's weights (with this run's dropout)."""
+    dropout = dict(hidden_dropout_prob=settings.dropout,
+                   attention_probs_dropout_prob=settings.dropout)
+    if settings.init:
+        return BertForPreTraining.from_pretrained(settings.init, **dropout)
+    return BertForPreTraining(BertConfig.preset(
+        settings.preset, vocab_size=vocab_size,
+        max_position_embeddings=settings.max_positions or settings.max_seq_len, **dropout))
+
+
+def pretraining_lr(config: BertConfig) -> float:
+    """The learning rate of the widest preset no wider than the model."""
+    widths = {name: BertConfig.preset(name).hidden_size for name in LEARNING_RATES}
+    fits = [name for name in LEARNING_RATES if widths[name] <= config.hidden_size] or ["tiny"]
+    return LEARNING_RATES[max(fits, key=widths.get)]
+
+
+def made_by(settings: PretrainSettings, wall_seconds: float) -> list[dict]:
+    """The runs that made the model, first to last: --init's (from its made_by.json), then this
+    one. Saved as made_by.json, for the model card and for later runs that start from it."""
+    init = Path(settings.init) if settings.init else None
+    runs = (json.loads((init / "made_by.json").read_text("utf-8"))
+            if init and (init / "made_by.json").is_file() else [])
+    command = settings.command or ["pretrain", "--out", settings.out]
+    runs.append({"command": " ".join(["bertlab", *command]), "steps": settings.steps,
+                 "wall_seconds": round(wall_seconds, 1)})
+    (Path(settings.out) / "made_by.json").write_text(json.dumps(runs, indent=2) + "\n", "utf-8")
+    return runs
+
+
+def held_out_examples(held_out: list[Document], tokenizer, max_seq_len: int, seed: int,
+                      recipe: str = "course"):
+    """The evaluation set of the held-out works (None if there are none): sentence pairs masked
+    once, so that every evaluation, and anyone re-checking a run, asks the same questions."""
+    if not held_out:
+        return None
+    return pretraining_examples([pretraining_text(d) for d in held_out], tokenizer, max_seq_len,
+                                seed, dupe_factor=1, recipe=recipe)
+
+
+def pretrain(settings: PretrainSettings) -> list[dict]:
+    """Run the recipe; returns the training log's rows (process 0's; [] on the others)."""
+    started = time.perf_counter()
+    out = Path(settings.out)
+    resuming = settings.resume and out.is_dir() and checkpoints(out)
+    earlier = resumed_seconds(out) if resuming else 0.0
+    with distributed(resolve_device(settings.device)) as process:
+        documents = settings.documents()
+        training_docs, held_out = split_holdout(documents, settings.holdout_titles)
+        check_init(settings, documents, held_out)
+        saved = {k: v for k, v in dataclasses.asdict(settings).items() if k != "command"}
+        prepare_run_dir(out, "pretrain", saved, settings.resume, process)
+        texts = [pretraining_text(d) for d in training_docs]
+        key, stores = text_hash(texts), settings.store or out  # a store per texts and tokenizer
+        if process.rank == 0:
+            if not settings.resume:
+                tokenizer = (load_tokenizer(settings.init) if settings.init else
+                             train_wordpiece(texts, vocab_size=settings.vocab_size))
+                save_tokenizer(tokenizer, out)
+                tokenizer.model.save(str(out))  # vocab.txt, for tools that want BERT's vocab file
+            TokenStore.cached(texts, load_tokenizer(out), stores, key)  # tokenized once, here
+        if process.world > 1:
+            dist.barrier()  # the other processes wait for it, then all read the same files
+        tokenizer = load_tokenizer(out)
+        examples = pretraining_examples(TokenStore.cached(texts, tokenizer, stores, key),
+                                        tokenizer, settings.max_seq_len, settings.seed,
+                                        dupe_factor=settings.dupe_factor, dynamic_masking=True,
+                                        recipe=settings.recipe)
+        eval_examples = held_out_examples(held_out, tokenizer, settings.max_seq_len,
+                                          settings.seed, settings.recipe)
+        set_seed(settings.seed)
+        model = pretraining_model(settings, tokenizer.get_vocab_size())
+        config = TrainConfig(
+            steps=settings.steps, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+            lr=settings.lr or pretraining_lr(model.config), warmup=settings.warmup,
+            precision=settings.precision, device=process.device, compile=settings.compile,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            seed=settings.seed, eval_every=settings.eval_every,
+            checkpoint_every=settings.checkpoint_every, out_dir=out, resume=settings.resume)
+        if process.rank == 0:
+            evaluated = (f"evaluating on {len(held_out)} held-out works ({len(eval_examples):,} "
+                         "examples)" if held_out else "no held-out works to evaluate on")
+            print(f"pretraining a {settings.preset} BERT ({model.num_parameters():,} parameters) "
+                  f"on {len(training_docs)} works ({len(examples):,} examples of up to "
+                  f"{settings.max_seq_len} tokens); {evaluated}")
+        history = train(model, examples, config, collate=examples.collate,
+                        eval_data=eval_examples,
+                        eval_collate=eval_examples.collate if eval_examples else None,
+                        metrics=pretraining_metrics, process=process)
+    if process.rank != 0:
+        return []
+    held_out_lines = [line for d in held_out for line in pretraining_text(d).splitlines()]
+    write_model_card(
+        out, made_by(settings, earlier + time.perf_counter() - started), process.device,
+        [d.title for d in held_out],
+        f"{len(training_docs)} works, {len(examples):,} sentence pairs of up to "
+        f"{settings.max_seq_len} tokens (dupe factor {settings.dupe_factor})",
+        blank_table(model, tokenizer, held_out_lines))
+    return history
