@@ -60,10 +60,11 @@ def bert_vocab():
 
 
 def batches_of(tokenizer, seq_len: int, count: int):
-    """Real pretraining examples, masked afresh per batch: enough for `count` examples."""
+    """Real pretraining examples, masked afresh per batch, with fixed MLM positions as `bertlab
+    pretrain` makes them: enough for `count` examples."""
     texts = [pretraining_text(d) for d in load_corpus()[:count // 200 + 2]]
     return pretraining_examples(texts, tokenizer, seq_len, seed=0, dupe_factor=1,
-                                dynamic_masking=True)
+                                dynamic_masking=True, fixed_positions=True)
 
 
 def model_for(preset: str, seq_len: int, vocab_size: int) -> bertlab.BertForPreTraining:

@@ -151,6 +151,9 @@ def add_pretrain(commands) -> None:
                       help="course (the default): a target length drawn per pair, 15%% of the "
                            "non-special tokens masked; original: Google's, a target length per "
                            "document and 15%% of all tokens, [CLS] and [SEP] included")
+    data.add_argument("--max-predictions", type=int, metavar="P",
+                      help="masked tokens per pair at most, and the fixed number of positions "
+                           "each batch row decodes (default: 15%% of --max-seq-len)")
     data.add_argument("--store", metavar="DIR",
                       help="the folder of token stores (default: --out); give a shared one to "
                            "tokenize a corpus once for several runs")

@@ -162,3 +162,45 @@ def test_pretraining_compiles_to_one_graph_without_breaks_over_varying_masked_co
         compiled(**batch).loss.backward()
     assert len(counts) > 3  # the masked count changes from batch to batch
     assert counter.frame_count == 1  # one graph, traced once: fullgraph=True allows no break
+
+
+def test_compiled_pretraining_through_the_loop_and_collator_makes_at_most_two_graphs(
+        monkeypatch):
+    """Real batches (bertlab's collator, fixed mlm_positions, lengths and masked counts that
+    vary) through `train(compile=True)`: no graph break (a break would add frames); a graph
+    with the attention mask and one without (a batch with no padding leaves it out, for the fused
+    kernels), and one more at most (the first change of length makes the sequence dimension
+    dynamic). None per masked count."""
+    from bertlab.data.pretraining import pretraining_examples
+    from bertlab.tokenization import train_wordpiece
+
+    words = "the king queen castle night sword ghost honour thou art crown speak swear".split()
+    rng = random.Random(0)
+    texts = ["\n".join(" ".join(rng.choices(words, k=rng.randint(3, 12))) for _ in range(40))
+             for _ in range(4)]
+    tokenizer = train_wordpiece(texts, vocab_size=120)
+    data = pretraining_examples(texts, tokenizer, max_seq_len=32, dupe_factor=1,
+                                short_seq_prob=0.7, dynamic_masking=True, fixed_positions=True)
+    counter, compile_ = CompileCounter(), torch.compile
+
+    def counted(model, **kwargs):
+        return compile_(model, backend=counter, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counted)
+    lengths, masked, padded, collate = set(), set(), set(), data.collate
+
+    def watched(rows):
+        batch = collate(rows)
+        lengths.add(batch["input_ids"].shape[1])
+        padded.add(bool((batch["attention_mask"] == 0).any()))
+        masked.add(int((batch["mlm_labels"] != IGNORE_INDEX).sum()))
+        return batch
+
+    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32,
+                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=32)
+    training.train(BertForPreTraining(config), data, training.TrainConfig(
+        steps=12, batch_size=2, lr=1e-3, device="cpu", compile=True), collate=watched,
+        metrics=pretraining_metrics)
+    assert len(lengths) > 1 and len(masked) > 2
+    assert counter.frame_count <= len(padded) + 1

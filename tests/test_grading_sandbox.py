@@ -263,4 +263,6 @@ def test_a_killed_grader_keeps_its_rows_leaves_nothing_running_and_resumes(tmp_p
     assert [r.student for r in regraded] == ["c_last"]
     assert [(r["student"], r["total"]) for r in rows(out)] == [
         ("a_first", "4"), ("b_slow", "4"), ("c_last", "0")]
+    again = grade([submissions], solution, out, limits=Limits(cell_seconds=30))
+    assert [r.student for r in again] == ["c_last"]  # graded without the sandbox: not the same
     assert living_children() == []

@@ -18,7 +18,8 @@ import forgeries  # noqa: E402
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or not Path("/usr/bin/bwrap").exists(),
                                 reason="the sandbox needs Linux and bubblewrap")
 EXPECTED = {"honest": 2, "untouched": 0, "swallow_exceptions": 0, "blank_requests": 0,
-            "forge_answers": 0, "call_references": 0, "read_hidden_tests": 0}
+            "forge_answers": 0, "echo_outputs": 0,
+            "call_references": 0, "read_hidden_tests": 0}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,9 @@ def test_forbidden_calls_answers_and_partial_credit_score_as_the_checks_say(tmp_
     by_student = {r.student: r for r in results}
     assert ("call 1 of 3 of softmax: this calls `torch.softmax`, which this exercise asks you to "
             "do without") in by_student["forbidden"].messages["softmax"][0]
+    assert ("call 1 of 3 of softmax: this calls bertlab's own "
+            "`bertlab.attention.scaled_dot_product_attention`: write it yourself"
+            ) in by_student["via_package"].messages["softmax"][0]
     assert "value: expected 1.1e+08 ± 5e+06, got 3.4e+08" in by_student["forbidden"].messages[
         "budget"][0]
     assert "(1 of 3 cases passed)" in by_student["first_axis"].messages["softmax"][0]
@@ -116,7 +120,8 @@ def visible_softmax_cases(partial) -> dict[str, tuple[int, int]]:
     exec(partial.SETUP, namespace)
     found = {}
     for student, source in (("honest", partial.RIGHT), ("forbidden", partial.FORBIDDEN),
-                            ("first_axis", partial.FIRST_AXIS)):
+                            ("first_axis", partial.FIRST_AXIS),
+                            ("via_package", partial.VIA_PACKAGE)):
         exec(source, namespace)
         try:
             namespace["checks"].softmax(namespace["softmax"])

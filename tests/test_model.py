@@ -158,7 +158,7 @@ def test_the_forward_pass_never_reads_values_off_the_host():
 
 
 def test_the_training_loop_checks_values_on_the_host_before_moving_a_batch():
-    from bertlab.training import Trainer, TrainConfig
+    from bertlab.training import TrainConfig, Trainer
 
     trainer = Trainer(bertlab.BertModel(CFG), TrainConfig(steps=1), 0, 1, torch.device("cpu"),
                       None, None)

@@ -604,6 +604,47 @@ def test_batches_train_a_tiny_bert(tokenizer, dynamic):
     assert all(p.grad.isfinite().all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_fixed_positions_hold_every_masked_token_and_give_the_same_loss(tokenizer, dynamic):
+    """BERT's masked_lm_positions: P = round(0.15 · 64) = 10 per row in every batch, the labelled
+    positions first and in order, and the loss of the labels themselves."""
+    fixed = pretraining_examples(texts(0), tokenizer, max_seq_len=64, dupe_factor=1,
+                                 dynamic_masking=dynamic, fixed_positions=True)
+    plain = pretraining_examples(texts(0), tokenizer, max_seq_len=64, dupe_factor=1,
+                                 dynamic_masking=dynamic)
+    torch.manual_seed(0)
+    model = bertlab.BertForPreTraining(bertlab.BertConfig.tiny(
+        vocab_size=tokenizer.get_vocab_size())).eval()
+    for start in (0, 8, 16):
+        batch = fixed.collate([fixed[i] for i in range(start, start + 8)])
+        labels, positions = batch["mlm_labels"], batch["mlm_positions"]
+        assert positions.shape == (8, 10) and positions.dtype == torch.long
+        for row, where in zip(labels, positions):
+            masked = torch.nonzero(row != IGNORE_INDEX).flatten()
+            assert where[:len(masked)].tolist() == masked.tolist()
+            assert (row[where[len(masked):]] == IGNORE_INDEX).all()
+        same = plain.collate([plain[i] for i in range(start, start + 8)])
+        if not dynamic:  # the same static masks
+            assert torch.equal(same["mlm_labels"], labels)
+        else:
+            same = {k: v for k, v in batch.items() if k != "mlm_positions"}
+        a, b = model(**batch), model(**same)
+        assert a.mlm_logits.shape == (8, 10, tokenizer.get_vocab_size())
+        torch.testing.assert_close(a.loss, b.loss)
+
+
+def test_fixed_positions_refuse_a_row_with_more_masks_than_fit(tokenizer):
+    with pytest.raises(ValueError, match="max_predictions must be a positive integer"):
+        PretrainingCollator(0, max_predictions=0)
+    ds = pretraining_examples(texts(0), tokenizer, max_seq_len=64, dupe_factor=1)
+    tight = PretrainingCollator(0, max_predictions=2)
+    with pytest.raises(ValueError, match=r"a row has \d+ masked positions, more than "
+                                         "max_predictions=2"):
+        tight([ds[i] for i in range(8)])
+    short = PretrainingCollator(0, max_predictions=500)([ds[0]])  # more positions than tokens
+    assert short["mlm_positions"].shape == (1, 500)
+
+
 def test_a_trained_wordpiece_tokenizer():
     trained = train_wordpiece(texts(3), vocab_size=200)
     ds = pretraining_examples(texts(4), trained, 32, dupe_factor=1, whole_word_mask=True)

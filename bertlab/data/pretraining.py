@@ -386,13 +386,21 @@ class PretrainingCollator:
     """Instances -> a padded batch of long tensors, the keyword arguments of `BertForPreTraining`.
 
     With a masker it masks afresh at every call (dynamic masking, as RoBERTa) and the instances
-    must be unmasked; without one they must carry their static masks (`mask_statically`).
+    must be unmasked; without one they must carry their static masks (`mask_statically`). With
+    `max_predictions` P the batch also holds `mlm_positions` (B, P), BERT's masked_lm_positions:
+    each row's labelled positions in order, then unlabelled ones (their label -100 is ignored), so
+    that the model decodes a (B, P) block whatever the number masked.
     """
 
-    def __init__(self, pad_id: int, masker: MLMMasker | None = None, seed: int = 0):
+    def __init__(self, pad_id: int, masker: MLMMasker | None = None, seed: int = 0,
+                 max_predictions: int | None = None):
+        if max_predictions is not None and (not isinstance(max_predictions, int)
+                                            or max_predictions < 1):
+            raise ValueError(f"max_predictions must be a positive integer, got {max_predictions!r}")
         self.pad_id = pad_id
         self.masker = masker
         self.seed = seed
+        self.max_predictions = max_predictions
         self.generator = np.random.default_rng(seed)
         self.worker_seed = None
 
@@ -418,7 +426,22 @@ class PretrainingCollator:
         batch = dict(input_ids=input_ids, token_type_ids=token_type_ids,
                      attention_mask=attention_mask, mlm_labels=mlm_labels,
                      nsp_labels=np.array([x.is_random_next for x in instances]))
+        if self.max_predictions is not None:
+            batch["mlm_positions"] = self.positions(mlm_labels)
         return {name: torch.from_numpy(array).long() for name, array in batch.items()}
+
+    def positions(self, mlm_labels: np.ndarray) -> np.ndarray:
+        """(B, T) labels -> (B, P) positions: the labelled ones first, in order; P columns even
+        when T is shorter (the rest point at position 0, [CLS], which is never labelled)."""
+        labelled = mlm_labels != IGNORE_INDEX  # (B, T)
+        most, P = int(labelled.sum(1).max(initial=0)), self.max_predictions
+        if most > P:
+            raise ValueError(f"a row has {most} masked positions, more than max_predictions={P}: "
+                             "raise it (at least the masker's max_predictions_per_seq)")
+        order = np.argsort(~labelled, axis=1, kind="stable")[:, :P]  # (B, min(T, P))
+        positions = np.zeros((len(mlm_labels), P), dtype=np.int64)  # (B, P)
+        positions[:, :order.shape[1]] = order
+        return positions
 
     def rng(self) -> np.random.Generator:
         """This process's random stream. A DataLoader worker reseeds from its worker seed (new for
@@ -479,15 +502,20 @@ class PretrainingDataset(Dataset):
 def pretraining_examples(documents: Sequence[str] | TokenStore, tokenizer: Tokenizer,
                          max_seq_len: int = 128, seed: int = 0, *, dupe_factor: int = 10,
                          short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
-                         max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
-                         dynamic_masking: bool = False,
-                         recipe: str = "course") -> PretrainingDataset:
+                         max_predictions_per_seq: int | None = None,
+                         whole_word_mask: bool = False, dynamic_masking: bool = False,
+                         recipe: str = "course", fixed_positions: bool = False
+                         ) -> PretrainingDataset:
     """Texts (one per document; segments are its non-empty lines), or the `TokenStore` they were
     tokenized into by this tokenizer -> BERT pretraining examples, by `recipe` ("course" or
-    "original", see the module docstring).
+    "original", see the module docstring). At most `max_predictions_per_seq` tokens of a pair
+    are masked (None: round(masked_lm_prob · max_seq_len), a cap that never binds); with
+    `fixed_positions` the batches hold that many `mlm_positions` per row (fixed shapes).
 
     Use as `DataLoader(ds, batch_size=32, shuffle=True, collate_fn=ds.collate)`.
     """
+    if max_predictions_per_seq is None:
+        max_predictions_per_seq = max(1, round(masked_lm_prob * max_seq_len))
     masker = MLMMasker.from_tokenizer(tokenizer, masked_lm_prob, max_predictions_per_seq,
                                       whole_word_mask, count_all_tokens=recipe == "original")
     store = documents
@@ -497,10 +525,11 @@ def pretraining_examples(documents: Sequence[str] | TokenStore, tokenizer: Token
         raise ValueError("this token store was made with another tokenizer: build the store "
                          "with the tokenizer the examples are for")
     pairs = create_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe)
-    pad_id = masker.special.pad
+    pad_id, positions = masker.special.pad, max_predictions_per_seq if fixed_positions else None
     if dynamic_masking:
         return PretrainingDataset(store, pairs, masker.special,
-                                  PretrainingCollator(pad_id, masker, seed))
+                                  PretrainingCollator(pad_id, masker, seed, positions))
     unmasked = PretrainingDataset(store, pairs, masker.special, PretrainingCollator(pad_id))
-    return PretrainingDataset(store, pairs, masker.special, PretrainingCollator(pad_id),
+    return PretrainingDataset(store, pairs, masker.special,
+                              PretrainingCollator(pad_id, max_predictions=positions),
                               mask_statically(unmasked, masker, seed))

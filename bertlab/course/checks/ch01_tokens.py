@@ -6,7 +6,6 @@ import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordPiece
 
-from .exact import Exact
 from .framework import Answer, Case, Exercise, Mistake
 
 VOCAB = {"[UNK]", "un", "##aff", "##able", "play", "##ing", "##er", "##s", "p", "##l", "##a",
@@ -35,7 +34,7 @@ def wrong_wordpiece(longest=True, prefix="##", whole_word_unk=True):
     return tokenize
 
 
-wordpiece = Exact(
+wordpiece = Exercise(
     "wordpiece", reference_wordpiece,
     lambda: [Case(word, (word, VOCAB)) for word in
              ("unaffable", "playing", "players", "them", "a", "xyz", "playx")],
@@ -46,7 +45,9 @@ wordpiece = Exact(
      Mistake("when no piece matches, the *whole word* becomes [UNK], not just the rest of it",
              wrong_wordpiece(whole_word_unk=False))],
     hint="at each position take the longest piece in the vocabulary ('##' + piece after the "
-         "first), then continue after it; if none matches, return [unk]")
+         "first), then continue after it; if none matches, return [unk]", exact=True,
+    forbidden=("bertlab.tokenization.encode", "tokenizers.Tokenizer.encode",
+               "tokenizers.Tokenizer.encode_batch"))
 
 
 def reference_build_inputs(tokens_a, tokens_b=None):
@@ -76,14 +77,16 @@ def first_sep_in_segment_1(tokens_a, tokens_b=None):
     return tokens, segments
 
 
-build_inputs = Exact(
+build_inputs = Exercise(
     "build_inputs", reference_build_inputs, build_inputs_cases,
     [Mistake("the final [SEP] belongs to sentence B: its segment id is 1", last_sep_in_segment_0),
      Mistake("the [SEP] after A closes A: its segment id is 0", first_sep_in_segment_1),
      Mistake("every sentence ends with [SEP], the last one too",
              lambda a, b=None: tuple(x[:-1] for x in reference_build_inputs(a, b)))],
     hint="[CLS] A [SEP] get segment 0, B [SEP] get segment 1; one sentence is [CLS] A [SEP]",
-    returns=("tokens", "segment_ids"))
+    returns=("tokens", "segment_ids"), exact=True,
+    forbidden=("bertlab.tokenization.encode", "tokenizers.Tokenizer.encode",
+               "tokenizers.Tokenizer.encode_batch", "tokenizers.Tokenizer.post_process"))
 
 
 def reference_pad_batch(sequences, pad_id=0, multiple_of=1):
@@ -133,7 +136,10 @@ pad_batch = Exercise(
     hint="T = the longest length rounded up to a multiple of multiple_of; pad every sequence on "
          "the right with pad_id to T; the mask is 1 where there is a token; both are torch.long "
          "tensors of shape (B, T)",
-    returns=("input_ids", "attention_mask"))
+    returns=("input_ids", "attention_mask"),
+    forbidden=("bertlab.tokenization.encode", "tokenizers.Tokenizer.encode",
+               "tokenizers.Tokenizer.encode_batch", "bertlab.data.pretraining.pad",
+               "bertlab.data.tasks.stack"))
 
 
 def batch_numbers(specials=3, multiple_of=8):

@@ -86,7 +86,8 @@ grouped_query_attention = Exercise(
      Mistake("finish with the output projection: output(merged heads)", mistake(project=False)),
      Mistake("pass the mask to the attention of every head", mistake(use_mask=False))],
     hint="q: split into num_heads heads (B, H, T, D); k, v: view as (B, T, G, D), transpose to "
-         "(B, G, T, D), repeat_interleave(H // G, dim=1); attention; merge; output projection")
+         "(B, G, T, D), repeat_interleave(H // G, dim=1); attention; merge; output projection",
+    forbidden=("bertlab.attention.MultiHeadSelfAttention.forward",))
 
 
 def attention_parameters(C=768, H=12, G=4, biases=True, shared=True):

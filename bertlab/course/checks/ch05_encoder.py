@@ -53,7 +53,10 @@ encoder_layer = Exercise(
              lambda x, layer, mask=None: wire_layer(x, layer))],
     hint="a = LN1(x + dense1(attention(x, mask))); out = LN2(a + dense2(intermediate(a))): "
          "layer.attention.self, .attention.output.{dense, LayerNorm}, .intermediate, "
-         ".output.{dense, LayerNorm}")
+         ".output.{dense, LayerNorm}",
+    forbidden=("bertlab.encoder.BertLayer.forward", "bertlab.encoder.BertAttention.forward",
+               "bertlab.encoder.AddNorm.forward", "bertlab.encoder.BertEncoder.forward",
+               "torch.nn.TransformerEncoderLayer.forward"))
 
 
 def planted_bug(x, layer, mask=None, second_only=False):
@@ -79,7 +82,10 @@ pre_ln_layer = Exercise(
      Mistake("pass the mask to the attention",
              lambda x, layer, mask=None: wire_layer(x, layer, pre_ln=True))],
     hint="a = x + dense1(attention(LN1(x), mask)); out = a + dense2(intermediate(LN2(a))), with "
-         "LN1 = layer.attention.output.LayerNorm and LN2 = layer.output.LayerNorm")
+         "LN1 = layer.attention.output.LayerNorm and LN2 = layer.output.LayerNorm",
+    forbidden=("bertlab.encoder.BertLayer.forward", "bertlab.encoder.BertAttention.forward",
+               "bertlab.encoder.AddNorm.forward", "bertlab.encoder.BertEncoder.forward",
+               "torch.nn.TransformerEncoderLayer.forward"))
 
 
 def parameter_formula(config, biases=True, pooler=True, norms=True, positions=True, ffn=True):
@@ -117,7 +123,8 @@ count_parameters = Exercise(
      Mistake("each layer has a feed-forward network: C×I and I×C weights with their biases",
              lambda c: parameter_formula(c, ffn=False))],
     hint="embeddings (V + P + S)·C + LayerNorm; per layer 4 attention linears (C×C + C), "
-         "LayerNorm, FFN (C×I + I + I×C + C), LayerNorm; the pooler C×C + C")
+         "LayerNorm, FFN (C×I + I + I×C + C), LayerNorm; the pooler C×C + C",
+    forbidden=("bertlab.model.BertPreTrainedModel.num_parameters",))
 
 
 def albert_count(E=128, bias=True, factorized=True):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from ...model import IGNORE_INDEX
-from .exact import Exact
 from .framework import Answer, Case, Exercise, Mistake
 
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]")  # never chosen for prediction
@@ -43,7 +42,7 @@ def positions_cases():
             Case("200 words: the cap", (sentence(200), torch.Generator().manual_seed(4)))]
 
 
-choose_mask_positions = Exact(
+choose_mask_positions = Exercise(
     "choose_mask_positions", reference_choose_mask_positions, positions_cases,
     [Mistake("[CLS], [SEP] and [PAD] are never chosen: only the other positions are candidates",
              wrong_positions(skip_special=False)),
@@ -56,7 +55,9 @@ choose_mask_positions = Exact(
      Mistake("return the positions sorted", wrong_positions(ordered=False))],
     hint="candidates = non-special positions; n = min(max_predictions, max(1, round(rate × "
          "len(candidates)))); shuffle with torch.randperm(..., generator=generator); the first n, "
-         "sorted")
+         "sorted", exact=True,
+    forbidden=("bertlab.data.pretraining.MLMMasker.pick",
+               "bertlab.data.pretraining.MLMMasker.__call__"))
 
 
 def reference_mask_tokens(ids, positions, draws, random_ids, mask_id):
@@ -109,7 +110,10 @@ mask_tokens = Exercise(
              lambda ids, p, d, r, m: reference_mask_tokens(ids, p, d - 1e-6, r, m))],
     hint="copy ids; at each chosen position i: draw < 0.8 -> mask_id, draw < 0.9 -> "
          "random_ids[i], else keep; labels = -100 except the original ids at the positions",
-    returns=("input_ids", "labels"))
+    returns=("input_ids", "labels"),
+    forbidden=("bertlab.data.pretraining.MLMMasker.corrupt",
+               "bertlab.data.pretraining.MLMMasker.__call__",
+               "bertlab.data.pretraining.mask_statically"))
 
 
 def words_of(tokens, skip_special=True):
@@ -178,7 +182,7 @@ def wrong_whole_words(**change):
         whole_words(tokens, generator, rate, max_predictions, **change))
 
 
-whole_word_positions = Exact(
+whole_word_positions = Exercise(
     "whole_word_positions", reference_whole_word_positions, whole_word_cases,
     [Mistake("mask whole words: a '##' piece belongs to the word before it, and a word is chosen "
              "(or not) with all its pieces", wrong_whole_words(pieces=True)),
@@ -192,7 +196,10 @@ whole_word_positions = Exact(
     hint="words = runs of a piece and the '##' pieces right after it (specials excluded); n = "
          "min(max_predictions, max(1, round(rate × pieces))); go through the words in the order "
          "of torch.randperm(len(words), generator=generator), taking each whole word that still "
-         "fits in n; return the positions sorted")
+         "fits in n; return the positions sorted", exact=True,
+    forbidden=("bertlab.data.pretraining.MLMMasker.pick",
+               "bertlab.data.pretraining.MLMMasker.take_greedily",
+               "bertlab.data.pretraining.MLMMasker.__call__"))
 
 
 def expected_masks(rounded=True, specials=True, keep=0.8):

@@ -10,7 +10,6 @@ from torch import randn
 
 from ...model import IGNORE_INDEX
 from ...training import lr_at as linear_lr_at
-from .exact import Exact
 from .framework import Answer, Case, Exercise, Mistake
 
 
@@ -47,7 +46,9 @@ masked_lm_loss = Exercise(
              "sequences", lambda x, y: (per_token_loss(x, y).sum(1)
                                         / (y != IGNORE_INDEX).sum(1)).mean())],
     hint="cross-entropy over the (B·T, V) logits with ignore_index=-100: the mean over the "
-         "labelled positions only")
+         "labelled positions only",
+    forbidden=("bertlab.model.masked_lm", "bertlab.model.BertForMaskedLM.forward",
+               "bertlab.model.BertForPreTraining.forward", "bertlab.metrics.pretraining_metrics"))
 
 
 nsp_loss = Exercise(
@@ -61,7 +62,8 @@ nsp_loss = Exercise(
              lambda x, is_next: F.cross_entropy(x, (~is_next).long(), reduction="sum")),
      Mistake("cross_entropy takes the raw logits: it applies the softmax itself",
              lambda x, is_next: F.cross_entropy(x.softmax(-1), (~is_next).long()))],
-    hint="F.cross_entropy(logits, labels) with labels 0 for IsNext, 1 for NotNext")
+    hint="F.cross_entropy(logits, labels) with labels 0 for IsNext, 1 for NotNext",
+    forbidden=("bertlab.model.BertForPreTraining.forward", "bertlab.metrics.pretraining_metrics"))
 
 
 def reference_cosine_lr_at(step, lr, warmup_steps, total_steps):
@@ -89,7 +91,7 @@ def lr_cases():
                Case("no warmup, step 15 of 20", (15, 5e-4, 0, 20))])
 
 
-cosine_lr_at = Exact(
+cosine_lr_at = Exercise(
     "cosine_lr_at", reference_cosine_lr_at, lr_cases,
     [Mistake("step counts from 0, and update 0 already gets lr·1/(warmup_steps + 1)",
              cosine(rise=lambda s, lr, w: lr * s / w)),
@@ -103,7 +105,8 @@ cosine_lr_at = Exact(
      Mistake("return a Python float (math.cos, not torch.cos)",
              lambda s, lr, w, t: torch.tensor(reference_cosine_lr_at(s, lr, w, t)))],
     hint="step < warmup_steps: lr·(step + 1)/(warmup_steps + 1); after: "
-         "lr·0.5·(1 + cos(π·(step - warmup_steps)/(total_steps - warmup_steps))), a Python float")
+         "lr·0.5·(1 + cos(π·(step - warmup_steps)/(total_steps - warmup_steps))), a Python float",
+    exact=True)
 
 
 initial_loss = Answer(

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn, randn
 
-from .exact import Exact
 from .framework import Answer, Case, Exercise, Mistake
 
 
@@ -22,7 +21,8 @@ pooler = Exercise(
      Mistake("the first token, [CLS], is h[:, 0], not the last one",
              lambda h, dense: torch.tanh(dense(h[:, -1]))),
      Mistake("finish with tanh", lambda h, dense: dense(h[:, 0]))],
-    hint="tanh(dense(hidden[:, 0])): the [CLS] vector through a linear layer and tanh")
+    hint="tanh(dense(hidden[:, 0])): the [CLS] vector through a linear layer and tanh",
+    forbidden=("bertlab.model.Pooler.forward",))
 
 
 def reference_mean_pool(hidden, attention_mask):  # (B, T, C), (B, T) -> (B, C)
@@ -64,10 +64,11 @@ classification_head = Exercise(
          x, w, torch.zeros_like(b), y))],
     hint="logits = pooled @ weight.T + bias (weight is (K, C) like nn.Linear's); loss = "
          "F.cross_entropy(logits, labels), or None without labels",
-    returns=("logits", "loss"))
+    returns=("logits", "loss"),
+    forbidden=("bertlab.model.BertForSequenceClassification.forward",))
 
 
-accuracy = Exact(
+accuracy = Exercise(
     "accuracy", lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
     lambda: [Case("5 examples, 3 classes", (torch.tensor([[2.0, 1, 0], [0, 3, 1], [1, 0, 4],
                                                            [5, 0, 1], [0, 1, 0.5]]),
@@ -80,7 +81,8 @@ accuracy = Exact(
              lambda x, y: (x.argmin(-1) == y).float().mean().item()),
      Mistake("return a Python float (`.item()`), not a 0-d tensor",
              lambda x, y: (x.argmax(-1) == y).float().mean())],
-    hint="(logits.argmax(-1) == labels).float().mean().item()")
+    hint="(logits.argmax(-1) == labels).float().mean().item()", exact=True,
+    forbidden=("bertlab.metrics.class_accuracy",))
 
 
 head_parameters = Answer(

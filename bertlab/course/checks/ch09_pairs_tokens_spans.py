@@ -6,7 +6,6 @@ import torch
 from torch import randn
 
 from ... import metrics
-from .exact import Exact
 from .framework import Answer, Case, Exercise, Mistake
 
 
@@ -27,7 +26,7 @@ def span_cases():
             Case("random, T=20", (randn(20), randn(20), 5))]
 
 
-best_answer_span = Exact(
+best_answer_span = Exercise(
     "best_answer_span", reference_best_span, span_cases,
     [Mistake("taking the two argmaxes separately can end before it starts: search the pairs "
              "with start <= end", lambda s, e, n: (s.argmax().item(), e.argmax().item())),
@@ -41,7 +40,8 @@ best_answer_span = Exact(
              lambda s, e, n: tuple(torch.tensor(x) for x in reference_best_span(s, e, n)))],
     hint="score(i, j) = start_logits[i] + end_logits[j] for i <= j <= i + max_tokens - 1; return "
          "the best (i, j) as two ints",
-    returns=("start", "end"))
+    returns=("start", "end"), exact=True,
+    forbidden=("bertlab.metrics.best_span",))
 
 
 def read_bio(tags, flush=True, typed=True, stray_i=True, split_b=True):
@@ -69,7 +69,7 @@ def bio_cases():
             Case("no entities", (["O", "O"],))]
 
 
-bio_to_spans = Exact(
+bio_to_spans = Exercise(
     "bio_to_spans", lambda tags: sorted(metrics.entity_spans(tags)), bio_cases,
     [Mistake("the last entity is lost: close the one still open after the last tag",
              lambda tags: read_bio(tags, flush=False)),
@@ -80,7 +80,8 @@ bio_to_spans = Exact(
      Mistake("every B- starts a new entity, even right after one of the same type",
              lambda tags: read_bio(tags, split_b=False))],
     hint="walk the tags: B-X, or an I-X that does not continue an X entity, starts one; anything "
-         "else but I-X closes it; return (start, end, type) with end exclusive")
+         "else but I-X closes it; return (start, end, type) with end exclusive", exact=True,
+    forbidden=("bertlab.metrics.entity_spans", "bertlab.metrics.entity_scores"))
 
 
 def reference_f1_by_type(gold, pred):
@@ -130,7 +131,7 @@ def entity_cases():
             Case("no entities at all", ([[], []], [[], []]))]
 
 
-entity_f1_by_type = Exact(
+entity_f1_by_type = Exercise(
     "entity_f1_by_type", reference_f1_by_type, entity_cases,
     [Mistake("a prediction is right only with the gold entity's type too: (0, 2, 'ORG') does not "
              "match (0, 2, 'PER')", untyped_f1_by_type),
@@ -148,7 +149,8 @@ entity_f1_by_type = Exact(
                                    reference_f1_by_type(g, p)])],
     hint="for each type (sorted) in gold or pred: right = predicted (sentence, start, end) of that "
          "type also in gold with that type; P = right/predicted, R = right/gold, F1 = 2PR/(P+R); "
-         "0.0 when there is nothing to divide by")
+         "0.0 when there is nothing to divide by", exact=True,
+    forbidden=("bertlab.metrics.span_scores", "bertlab.metrics.entity_scores"))
 
 
 def toy_scorer(input_ids, attention_mask):  # (N, T), (N, T) -> (N,)
@@ -186,7 +188,8 @@ choice_logits = Exercise(
              "stay together", lambda f, x, m: f(x.transpose(0, 1).flatten(0, 1),
                                                 m.transpose(0, 1).flatten(0, 1)).view(
                                                     x.size(0), x.size(1)))],
-    hint="input_ids.view(B * K, T) (and the mask), score them, then .view(B, K)")
+    hint="input_ids.view(B * K, T) (and the mask), score them, then .view(B, K)",
+    forbidden=("bertlab.model.BertForMultipleChoice.forward",))
 
 
 PREDICT_START = torch.tensor([0.0, 3.0, 1.0, 0.0, 2.0])

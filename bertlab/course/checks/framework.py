@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ...config import BertConfig
-from ..calls import Forbidden, watch
+from ..calls import PACKAGE, Forbidden, watch
 
 RTOL, ATOL = 1e-4, 1e-5  # float tensors agree within these (float32, different operation order)
 
@@ -115,6 +115,8 @@ RUNNING: list[Exercise] = []  # the exercise being checked (bertlab grade's reco
 
 
 def forbidden_message(name: str) -> str:
+    if name.startswith(f"{PACKAGE}."):
+        return f"this calls bertlab's own `{name}`: write it yourself"
     return f"this calls `{name}`, which this exercise asks you to do without"
 
 
@@ -128,7 +130,10 @@ class Exercise:
     mistakes: list[Mistake] = field(default_factory=list)
     hint: str = ""  # given when a case fails and no known mistake explains it
     returns: tuple[str, ...] | None = None  # names of the outputs when it returns a tuple
-    forbidden: tuple[str, ...] = ()  # callables the answer may not call, e.g. "torch.softmax"
+    # callables the answer may not call: torch's ("torch.softmax") where the exercise says so, and
+    # bertlab's own that do the exercise's work ("bertlab.encoder.BertLayer.forward")
+    forbidden: tuple[str, ...] = ()
+    exact: bool = False  # outputs must be of the reference's kinds: Python numbers, lists, tuples
 
     def __post_init__(self):
         Forbidden(self.forbidden)  # a name that names nothing is the author's mistake: say so now
@@ -187,11 +192,12 @@ class Exercise:
 
     def difference(self, got, expected) -> str | None:
         if self.returns is None or not isinstance(expected, tuple):
-            return difference(got, expected, "output")
-        if not isinstance(got, (tuple, list)) or len(got) != len(self.returns):
+            return difference(got, expected, "output", exact=self.exact)
+        if not isinstance(got, (tuple, list)) or len(got) != len(self.returns) \
+                or (self.exact and not isinstance(got, tuple)):
             return f"return the tuple ({', '.join(self.returns)}), got {describe(got)}"
         for name, g, e in zip(self.returns, got, expected):
-            if d := difference(g, e, name):
+            if d := difference(g, e, name, exact=self.exact):
                 return d
         return None
 
@@ -331,9 +337,36 @@ def as_number(x):
     return None
 
 
-def difference(got, expected, where: str, tolerance: float = 0.0) -> str | None:
+def kind_difference(got, expected, where: str) -> str | None:
+    """How the kind of `got` differs from that of `expected`, in one line; None when alike: a
+    Python number where the reference gives one (not a 0-d tensor), the same kind of sequence."""
+    if isinstance(expected, bool):
+        return None if isinstance(got, bool) else f"{where} should be a bool, got {describe(got)}"
+    if isinstance(expected, numbers.Number) and not isinstance(expected, torch.Tensor):
+        kind = "int" if isinstance(expected, numbers.Integral) else "float"
+        fits = (isinstance(got, numbers.Integral) if kind == "int"
+                else isinstance(got, numbers.Real)) and not isinstance(got, bool)
+        if not fits:
+            return (f"{where} should be a Python {kind}, got {describe(got)}"
+                    + (" (use .item())" if isinstance(got, torch.Tensor) else ""))
+        return None
+    if isinstance(expected, (list, tuple)):
+        if type(got) is not type(expected):
+            return f"{where} should be a {type(expected).__name__}, got {describe(got)}"
+        if len(got) == len(expected):
+            for i, (g, e) in enumerate(zip(got, expected)):
+                if d := kind_difference(g, e, f"{where}[{i}]"):
+                    return d
+    return None
+
+
+def difference(got, expected, where: str, tolerance: float = 0.0,
+               exact: bool = False) -> str | None:
     """How `got` differs from `expected`, in one line; None when they agree. Numbers agree within
-    `tolerance` (absolute) if it is given, else floats within the checks' RTOL and ATOL."""
+    `tolerance` (absolute) if it is given, else floats within the checks' RTOL and ATOL. `exact`:
+    the kinds must agree too (see kind_difference)."""
+    if exact and (found := kind_difference(got, expected, where)):
+        return found
     if isinstance(expected, torch.Tensor):
         return tensor_difference(got, expected, where, tolerance)
     if isinstance(expected, (list, tuple)):

@@ -53,11 +53,14 @@ def answer_recorder(answers: dict[str, str]):
     return recorded
 
 
-def running_forbidden() -> list[str]:
-    """The callables forbidden by the exercise being checked now, if one is."""
+def running() -> dict:
+    """What the exercise being checked now, if one is, asks of every call: the callables it
+    forbids, and whether its outputs must be of the reference's kinds."""
     from ..checks import framework
 
-    return list(framework.RUNNING[-1].forbidden) if framework.RUNNING else []
+    exercise = framework.RUNNING[-1] if framework.RUNNING else None
+    return {"forbidden": list(exercise.forbidden) if exercise else [],
+            "exact": bool(exercise and exercise.exact)}
 
 
 def recorder(name: str, fn):
@@ -65,7 +68,7 @@ def recorder(name: str, fn):
     def recorded(*args, **kwargs):
         if _depth[0]:
             return fn(*args, **kwargs)
-        call = {"name": name, "forbidden": running_forbidden()}
+        call = {"name": name, **running()}
         tapes = []
 
         def tape(x):
@@ -123,19 +126,21 @@ def unrecord(names: list[str]) -> None:
 
 
 def recorded() -> str:
-    """The calls recorded; a function's forbidden callables apply to all its calls (those of the
-    hidden tests too, made outside the check)."""
+    """The calls recorded; what a function's exercise asks (forbidden callables, exact kinds)
+    applies to all its calls, those of the hidden tests too, made outside the check."""
     from ..checks import framework
 
     framework.ANSWER_LISTENERS.clear()
     forbidden: dict[str, list[str]] = {}
+    exact: dict[str, bool] = {}
     for call in _calls:
         forbidden.setdefault(call["name"], [])
         forbidden[call["name"]] += [f for f in call.get("forbidden", ())
                                     if f not in forbidden[call["name"]]]
+        exact[call["name"]] = exact.get(call["name"], False) or call.get("exact", False)
     for call in _calls:
         if "answer" not in call:
-            call["forbidden"] = forbidden[call["name"]]
+            call["forbidden"], call["exact"] = forbidden[call["name"]], exact[call["name"]]
     return json.dumps(_calls)
 
 

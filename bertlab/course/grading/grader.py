@@ -81,6 +81,7 @@ GUARD_SECONDS = 30
 INTERRUPT_SECONDS = 3  # how long an interrupted cell gets to stop before the kernel is killed
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in the kernel's tracebacks
 RUNTIME = "__import__('bertlab.course.grading.kernel', fromlist=['start'])"
+SENT = ("name", "answer", "inputs", "tapes", "forbidden")  # of a recorded call, to the student
 DRIVER = "__import__('bertlab.course.grading.driver', fromlist=['replay'])"
 PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 
@@ -236,8 +237,10 @@ class Kernel:
     def replay(self, calls: list[dict], seconds: float) -> Outcome:
         """Make the recorded `calls` of the student's functions; "ok" if every output (and
         input afterwards) equals the solution's, decided here, outside the kernel; otherwise
-        an error naming the first case that failed, with the count of those that passed."""
-        outcome, answers = self.evaluate(f"{DRIVER}.replay({json.dumps(calls)!r})", seconds)
+        an error naming the first case that failed, with the count of those that passed. The
+        kernel gets each call's inputs, never the solution's outputs."""
+        sent = [{k: call[k] for k in SENT if k in call} for call in calls]
+        outcome, answers = self.evaluate(f"{DRIVER}.replay({json.dumps(sent)!r})", seconds)
         if answers is None:
             return outcome
         problems = verdicts(calls, answers)
@@ -533,6 +536,15 @@ def record_solution(assignment: Assignment, limits: Limits, log: Path,
     return recorded
 
 
+def checksum(submission: Submission, limits: Limits, isolate: bool) -> str:
+    """Of what decides a row: the file, its solution and manual scores, the limits, the sandbox
+    and this grader's version. A row graded under other limits is graded again."""
+    from ... import __version__
+
+    what = f"{submission.digest} {limits} {isolate} {__version__}"
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+
 def label(submission: Submission) -> str:
     """The file name (without suffix) of a submission's logs."""
     name = submission.assignment.name if submission.assignment else submission.path.name
@@ -578,7 +590,7 @@ def grade_submission(submission: Submission, limits: Limits, logs: Path, isolate
         return result
     finally:
         nbformat.write(run.notebook(), logs / f"{label(submission)}.ipynb")
-    result.checksum = submission.digest
+    result.checksum = checksum(submission, limits, isolate)
     score(result, run, outcomes, limits)
     apply_manual_scores(result, assignment.manual, submission.manual)
     return result
@@ -639,7 +651,8 @@ def grade(paths: list[Path], solutions: Path, out: Path, jobs: int = 1,
         for submission in submissions:
             submission.manual = given.get(submission.key[:2], {})
     reports = Reports(out, [e for a in assignments.values() for e in a.exercises])
-    todo = [s for s in submissions if regrade or not reports.graded(s.key, s.digest)]
+    todo = [s for s in submissions
+            if regrade or not reports.graded(s.key, checksum(s, limits, sandbox))]
     done = iter(range(1, len(todo) + 1))
     needed = {s.assignment.name: s.assignment for s in todo if s.assignment and any(
         c.calls_checks for c in s.assignment.cells)}

@@ -5,8 +5,9 @@ kernel, recording each call it makes of the exercise's functions, and each value
 Answer check (driver.py); each student's kernel then makes the same calls of the student's
 functions (or reads the same variables). Each call is a case of the test: it passes if its output
 equals the solution's (within the checks' tolerance, or the Answer's), it called none of the
-callables its exercise forbids, and it changed no input in place. A test earns its points in
-proportion to the cases that pass.
+callables its exercise forbids, it is of the solution's kinds where the exercise asks for them
+(a Python float, a list: the visible check's comparison, `framework.difference`), and it changed
+no input in place. A test earns its points in proportion to the cases that pass.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def problem(i: int, call: dict, answer, total: int) -> str | None:
         return f"{where}: the answer is not plain data ({type(e).__name__})"
     tolerance = float(call.get("tolerance") or 0.0)
     what = "value" if "answer" in call else "output"
-    if found := difference(got, plain.decode(call["output"]), what, tolerance):
+    exact = bool(call.get("exact"))
+    if found := difference(got, plain.decode(call["output"]), what, tolerance, exact):
         return f"{where}: {found}"
     if "answer" not in call and (changed := changed_input(plain.decode(call["after"]), after)):
         return f"{where}: your function changed its input `{changed}` in place"
