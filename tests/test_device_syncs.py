@@ -2,6 +2,7 @@
 and the graphs torch.compile makes. Fixed MLM positions give the same loss as the labels do."""
 
 import contextlib
+import functools
 import random
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from torch.utils.data import default_collate
 import bertlab.model
 from bertlab import BertConfig, BertForPreTraining, BertForSequenceClassification, training
 from bertlab.config import IGNORE_INDEX
+from bertlab.data.pretraining import PretrainingCollator
 from bertlab.metrics import class_accuracy, pretraining_metrics
 
 V, T, P = 48, 16, 4  # vocabulary, sequence length, predictions per row
@@ -44,11 +46,10 @@ def examples(n: int, seed: int = 0) -> list[dict]:
 
 
 def with_positions(rows: list[dict]) -> dict:
-    """default_collate, plus BERT's masked_lm_positions: P per row, 0 ([CLS]) where unused."""
+    """default_collate, plus BERT's masked_lm_positions as bertlab's collator makes them."""
     batch = default_collate(rows)
-    labelled = batch["mlm_labels"] != IGNORE_INDEX  # (B, T)
-    order = torch.argsort(labelled.int(), dim=1, descending=True, stable=True)  # labelled first
-    batch["mlm_positions"] = torch.where(labelled.gather(1, order[:, :P]), order[:, :P], 0)
+    positions = PretrainingCollator(0, max_predictions=P).positions(batch["mlm_labels"].numpy())
+    batch["mlm_positions"] = torch.from_numpy(positions)
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
@@ -181,12 +182,8 @@ def test_compiled_pretraining_through_the_loop_and_collator_makes_at_most_two_gr
     tokenizer = train_wordpiece(texts, vocab_size=120)
     data = pretraining_examples(texts, tokenizer, max_seq_len=32, dupe_factor=1,
                                 short_seq_prob=0.7, dynamic_masking=True, fixed_positions=True)
-    counter, compile_ = CompileCounter(), torch.compile
-
-    def counted(model, **kwargs):
-        return compile_(model, backend=counter, **kwargs)
-
-    monkeypatch.setattr(torch, "compile", counted)
+    counter = CompileCounter()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counter))
     lengths, masked, padded, collate = set(), set(), set(), data.collate
 
     def watched(rows):

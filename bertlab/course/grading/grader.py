@@ -55,6 +55,7 @@ import nbformat
 import zmq
 from jupyter_client import BlockingKernelClient
 
+from ... import __version__
 from ..authoring import HIDDEN_TESTS, marked_regions, python_source
 from . import kernel
 from .intake import (
@@ -539,8 +540,6 @@ def record_solution(assignment: Assignment, limits: Limits, log: Path,
 def checksum(submission: Submission, limits: Limits, isolate: bool) -> str:
     """Of what decides a row: the file, its solution and manual scores, the limits, the sandbox
     and this grader's version. A row graded under other limits is graded again."""
-    from ... import __version__
-
     what = f"{submission.digest} {limits} {isolate} {__version__}"
     return hashlib.sha256(what.encode()).hexdigest()[:16]
 
