@@ -41,17 +41,18 @@ class Forbidden:
     def __init__(self, names: tuple[str, ...]):
         import torch
 
-        self.codes, self.builtins, self.methods = {}, {}, {}
+        self.codes, self.builtins = {}, {}
+        self.methods: dict[str, list[tuple[type, str]]] = {}  # method name -> (its class, name)
         for name in names:
             obj = resolve(name)
             if isinstance(obj, types.FunctionType):
                 self.codes[obj.__code__] = name
             elif isinstance(obj, (types.MethodDescriptorType, types.WrapperDescriptorType)):
-                self.methods[obj.__objclass__, obj.__name__] = name
+                self.methods.setdefault(obj.__name__, []).append((obj.__objclass__, name))
             elif callable(obj):
                 self.builtins[id(obj)] = name
                 if name.startswith("torch.") and hasattr(torch.Tensor, obj.__name__):
-                    self.methods.setdefault((torch._C.TensorBase, obj.__name__), name)
+                    self.methods.setdefault(obj.__name__, []).append((torch._C.TensorBase, name))
             else:
                 raise ValueError(f"forbidden: {name!r} is not a function")
 
@@ -62,8 +63,8 @@ class Forbidden:
             if id(arg) in self.builtins:
                 return self.builtins[id(arg)]
             owner = getattr(arg, "__self__", None)
-            for (cls, method), name in self.methods.items():
-                if getattr(arg, "__name__", None) == method and isinstance(owner, cls):
+            for cls, name in self.methods.get(getattr(arg, "__name__", None), ()):
+                if isinstance(owner, cls):
                     return name
         return None
 
