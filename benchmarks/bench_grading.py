@@ -33,7 +33,9 @@ def per_notebook(count: int, jobs: int, sandbox: bool) -> tuple[float, float]:
         results = grade([Path(tmp) / "submissions"], solution, Path(tmp) / "out", jobs=jobs,
                         sandbox=sandbox)
         wall = time.monotonic() - started
-    assert all(r.total == r.max for r in results), [r.notes for r in results]
+    automatic = [(r.scores.get(e), p) for r in results for e, p in r.exercises.items()
+                 if not r.kinds.get(e, "").startswith("awaiting manual")]
+    assert all(got == possible for got, possible in automatic), [r.notes for r in results]
     return wall / count, statistics.mean(r.seconds for r in results)
 
 
