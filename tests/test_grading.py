@@ -6,6 +6,7 @@ another grades the course's real solutions (full marks) and their exercises (zer
 
 import csv
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from bertlab.course.grading.intake import (
     load_assignments,
     student_cells,
 )
+from bertlab.course.grading.verdicts import unchecked
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
@@ -181,6 +183,11 @@ def test_real_solutions_score_full_marks_and_their_exercises_zero(tmp_path):
             assert float(row["total"]) == automatic, assignment
         else:
             assert (student, row["total"]) == ("exercises", "0"), assignment
+    recordings = sorted((tmp_path / "grades" / "logs").glob("solution-*.calls.json"))
+    assert len(recordings) == len(by_hand)
+    for recording in recordings:  # a ✓ means full marks: hidden tests vary values, not kinds
+        for test, calls in json.loads(recording.read_text()).items():
+            assert unchecked(calls) == [], (recording.name, test)
 
 
 def test_a_failed_assert_without_a_message_says_which_case_what_it_expected_and_what_came():

@@ -78,6 +78,37 @@ def test_plain_data_round_trips_and_a_students_answer_holds_nothing_else():
         plain.decode({"$tensor": ["float32", [10**6, 10**6], ""]})
 
 
+def test_a_hidden_call_of_a_kind_the_visible_check_never_runs_is_named():
+    """A ✓ must mean full marks: hidden tests may change values, not the kinds of the inputs."""
+    import torch
+
+    from bertlab.course.grading import plain
+    from bertlab.course.grading.verdicts import unchecked
+
+    def call(*args, visible, **kwargs):
+        return {"name": "f", "visible": visible,
+                "inputs": plain.encode([list(args), kwargs], objects=True)}
+
+    seen = [call(torch.ones(2, 3), [1, 2], (0, 1), visible=True),
+            call(torch.ones(1, 1), [], (0, 1), visible=True)]
+    values = [call(torch.zeros(5, 7), [3], (4, 2, 0), visible=False),
+              call(torch.ones(9, 1), [], (1, 1), visible=False)]
+    assert unchecked(seen + values) == []
+    kinds = [call(torch.ones(2, 3, 4), [1], (0,), visible=False),  # a rank never run
+             call(torch.ones(2, 3, dtype=torch.bool), [1], (0,), visible=False),
+             call(torch.ones(2, 3), [1.5], (0,), visible=False),
+             call(torch.ones(2, 3), [1], (0,), visible=False, unk="[UNK]"),
+             call(torch.ones(2, 3), None, (0,), visible=False)]
+    assert unchecked(seen + kinds) == [
+        "f(tensor(bool, 2d), list[int], tuple[int])",
+        "f(tensor(float32, 2d), None, tuple[int])",
+        "f(tensor(float32, 2d), list[float], tuple[int])",
+        "f(tensor(float32, 2d), list[int], tuple[int], unk=str)",
+        "f(tensor(float32, 3d), list[int], tuple[int])"]
+    assert plain.kind(plain.encode({"ids": torch.arange(3), "span": (1, 2, "PER")})) == (
+        "dict(str=tensor(int64, 1d), str=tuple(int, int, str))")
+
+
 def test_forbidden_calls_answers_and_partial_credit_score_as_the_checks_say(tmp_path):
     """Each recorded call is a case (2 of 3 right earns 2/3 of the points); a call of a callable
     the exercise forbids fails its case; an Answer's value is graded with its tolerance; bertlab's

@@ -55,12 +55,13 @@ def answer_recorder(answers: dict[str, str]):
 
 def running() -> dict:
     """What the exercise being checked now, if one is, asks of every call: the callables it
-    forbids, and whether its outputs must be of the reference's kinds."""
+    forbids, and whether its outputs must be of the reference's kinds; and whether the call is
+    the visible check's (not the hidden tests')."""
     from ..checks import framework
 
     exercise = framework.RUNNING[-1] if framework.RUNNING else None
     return {"forbidden": list(exercise.forbidden) if exercise else [],
-            "exact": bool(exercise and exercise.exact)}
+            "exact": bool(exercise and exercise.exact), "visible": exercise is not None}
 
 
 def recorder(name: str, fn):

@@ -72,7 +72,7 @@ from .kernel import Limits
 from .manual import apply_manual_scores, read_manual_scores
 from .reports import Reports, Result, safe_name
 from .sandbox import CONNECTION, HOME, SOCKETS, Sandbox, bwrap, stubbed_package
-from .verdicts import verdicts
+from .verdicts import unchecked, verdicts
 
 MAX_REPLY_BYTES = 4 << 20  # a bigger message ends the connection: the kernel counts as dead
 MAX_RECORDING_BYTES = 1 << 30  # of the calls the solution's tests make (inputs are big models)
@@ -532,8 +532,13 @@ def record_solution(assignment: Assignment, limits: Limits, log: Path,
             if problems:
                 print(f"warning: {assignment.name}: {cell.label} runs in the students' kernels: "
                       f"{problems[0]}", file=sys.stderr)
-            else:
-                recorded[i] = calls
+                continue
+            recorded[i] = calls
+            for case in unchecked(calls):
+                print(f"warning: {assignment.name}: {cell.label}'s hidden tests call {case}, "
+                      "a kind of case its visible check never runs", file=sys.stderr)
+    log.with_suffix(".calls.json").write_text(json.dumps(
+        {assignment.cells[i].label: calls for i, calls in recorded.items()}, indent=1))
     return recorded
 
 

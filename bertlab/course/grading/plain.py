@@ -157,6 +157,31 @@ def decode(data, objects: bool = False, tapes: list | None = None):
     raise NotPlain(f"{tag.removeprefix('$')} is not plain data")
 
 
+def kind(data) -> str:
+    """What `encode` wrote, with its values left out: types, tensors' dtype and rank, the keys
+    of dicts, the kinds in a list (`tensor(float32, 2d)`, `list[int]`, `tuple(int, None)`,
+    `tuple[int]` when all its items are of one kind)."""
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return type(data).__name__ if data is not None else "None"
+    if isinstance(data, list):
+        return f"list[{' | '.join(sorted({kind(v) for v in data}))}]"
+    (tag, value), = data.items()
+    if tag == "$tensor":
+        return f"tensor({value[0]}, {len(value[1])}d)"
+    if tag in ("$int", "$float"):
+        return tag[1:]
+    if tag == "$tuple":  # a record (int, int, str), or a sequence of one kind like a list
+        kinds = [kind(v) for v in value]
+        return f"tuple[{kinds[0]}]" if len(set(kinds)) == 1 else f"tuple({', '.join(kinds)})"
+    if tag == "$set":
+        return f"set[{' | '.join(sorted({kind(v) for v in value}))}]"
+    if tag == "$dict":
+        return f"dict({', '.join(f'{kind(k)}={kind(v)}' for k, v in value)})"
+    if tag in ("$module", "$dataclass"):
+        return value[0]
+    return tag[1:]
+
+
 def hashable(x):
     if isinstance(x, list):
         raise NotPlain("a list cannot be a set member or a dict key")

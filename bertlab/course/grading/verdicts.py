@@ -69,3 +69,17 @@ def changed_input(expected: list, after) -> str | None:
         if mine is not None and difference(theirs, mine, name):
             return name
     return None
+
+
+def unchecked(calls: list[dict]) -> list[str]:
+    """The calls of a test's hidden part whose kind of inputs (plain.kind: types, dtypes, ranks,
+    keys) no call of the visible check has, as `name(kinds)`: cases a ✓ did not cover."""
+    def of(call):
+        args, kwargs = call["inputs"]
+        given = [plain.kind(a) for a in args] + [f"{k}={plain.kind(v)}"
+                                                 for k, v in kwargs["$dict"]]
+        return f"{call['name']}({', '.join(given)})"
+
+    recorded = [c for c in calls if c.get("inputs") is not None]
+    seen = {of(c) for c in recorded if c.get("visible")}
+    return sorted({of(c) for c in recorded if not c.get("visible")} - seen)
