@@ -363,8 +363,9 @@ named by its file (submissions/alice.ipynb: alice). Symlinks and anything but a 
 a row saying so; two files of one student get a row each.
 
 Every notebook runs in a fresh kernel inside a bubblewrap sandbox (install the package
-`bubblewrap`; Linux with unprivileged user namespaces): uid 65534 without capabilities, its own
-PID, IPC, UTS, network and mount namespaces, read-only access to only the Python environment, the
+`bubblewrap`; Linux with unprivileged user namespaces): uid 65534 without capabilities in its
+own user namespace (the grader's uid outside it), its own PID, IPC, UTS, network and mount
+namespaces, read-only access to only the Python environment, the
 system libraries and the bertlab package, and one empty writable folder of --disk-mb that
 disappears with it. It has no network, no access to the solutions, other submissions or grader
 files, and it dies with the grader; time, memory and process limits apply too. Without
