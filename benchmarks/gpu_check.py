@@ -129,7 +129,7 @@ def run(preset: str, seq_len: int, batch: int, steps: int, tokenizer, precision:
     data = batches_of(tokenizer, seq_len, batch * steps)
     settings = training.TrainConfig(steps=steps, batch_size=batch, lr=1e-4, warmup=0,
                                     precision=precision, device=DEVICE, compile=compile,
-                                    log_every=steps, **config)
+                                    fullgraph=compile, log_every=steps, **config)
     with StepTimer().installed() as timer:
         started = time.perf_counter()
         history = training.train(model, data, settings, collate=data.collate,

@@ -216,6 +216,7 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
             steps=settings.steps, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
             lr=settings.lr or pretraining_lr(model.config), warmup=settings.warmup,
             precision=settings.precision, device=process.device, compile=settings.compile,
+            fullgraph=True,  # fixed mlm_positions: no shape depends on the masked count
             gradient_checkpointing=settings.gradient_checkpointing,
             seed=settings.seed, eval_every=settings.eval_every,
             checkpoint_every=settings.checkpoint_every, out_dir=out, resume=settings.resume)

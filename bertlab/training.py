@@ -67,6 +67,7 @@ class TrainConfig:
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto: bf16 (or fp16) on a GPU, fp32 elsewhere
     device: str | torch.device | None = None  # None: bertlab.default_device()
     compile: bool = False  # torch.compile the model: slow to start, faster on GPUs
+    fullgraph: bool = False  # with compile: one graph, an error at any break (fixed shapes only)
     gradient_checkpointing: bool = False  # recompute each encoder layer in backward: less memory
     tf32: bool = True  # on CUDA, fp32 matmuls in TensorFloat-32 while training (not after)
     seed: int = 0  # data order, masking, dropout (seed the model's initialization yourself)
@@ -304,8 +305,8 @@ def read_metrics(path_or_rows) -> dict[str, dict[str, list]]:
     return columns
 
 
-RESUMABLE_CHANGES = ("resume", "device", "precision", "compile", "grad_accum",  # same run still
-                     "gradient_checkpointing")
+RESUMABLE_CHANGES = ("resume", "device", "precision", "compile", "fullgraph",  # same run still
+                     "grad_accum", "gradient_checkpointing")
 
 
 def prepare_run_dir(out: Path, command: str, settings: dict, resume: bool,
@@ -391,7 +392,9 @@ class Trainer:
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
             wrapped = DistributedDataParallel(model, device_ids=ids)
-        self.forward = torch.compile(wrapped) if config.compile else wrapped
+        if config.compile:
+            wrapped = torch.compile(wrapped, fullgraph=config.fullgraph)
+        self.forward = wrapped
         self.step = 0
         self.unchecked: list[torch.Tensor] = []  # losses of the steps since the last check
         self.seconds_before = 0.0  # spent on this run by earlier invocations (see resume)

@@ -168,7 +168,8 @@ def test_pretraining_compiles_to_one_graph_without_breaks_over_varying_masked_co
 def test_compiled_pretraining_through_the_loop_and_collator_makes_at_most_two_graphs(
         monkeypatch):
     """Real batches (bertlab's collator, fixed mlm_positions, lengths and masked counts that
-    vary) through `train(compile=True)`: no graph break (a break would add frames); a graph
+    vary) through `train(compile=True, fullgraph=True)`, as `bertlab pretrain` compiles: no
+    graph break (fullgraph raises at one; a break would add frames too); a graph
     with the attention mask and one without (a batch with no padding leaves it out, for the fused
     kernels), and one more at most (the first change of length makes the sequence dimension
     dynamic). None per masked count."""
@@ -197,7 +198,8 @@ def test_compiled_pretraining_through_the_loop_and_collator_makes_at_most_two_gr
                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=32)
     training.train(BertForPreTraining(config), data, training.TrainConfig(
-        steps=12, batch_size=2, lr=1e-3, device="cpu", compile=True), collate=watched,
+        steps=12, batch_size=2, lr=1e-3, device="cpu", compile=True, fullgraph=True),
+        collate=watched,
         metrics=pretraining_metrics)
     assert len(lengths) > 1 and len(masked) > 2
     assert counter.frame_count <= len(padded) + 1

@@ -222,7 +222,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatc
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     run = tmp_path / "run"
     killed = subprocess.run([sys.executable, __file__, "kill-during-checkpoint", str(run)],
-                            env=ENV, capture_output=True, text=True, timeout=120)
+                            env=ENV, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert [p.name for p in checkpoints(run)] == ["checkpoint-2"]
     assert sorted(p.name for p in (run / ".tmp-checkpoint-4").iterdir()) == [
