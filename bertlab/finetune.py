@@ -291,6 +291,8 @@ def finetune(settings: FinetuneSettings) -> dict:
         examples["train"] = subsample(examples["train"], settings.train_size, settings.seed)
         data = {split: encode_task(task.name, xs, tokenizer, settings.max_seq_len)
                 for split, xs in examples.items()}
+        if settings.compile:  # one shape, one graph: not a recompile per longest row
+            data["train"].width = settings.max_seq_len
         config = TrainConfig(
             steps=settings.steps(len(data["train"])), batch_size=settings.batch_size,
             grad_accum=settings.grad_accum, lr=settings.lr or default_lr(model.config),

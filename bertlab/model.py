@@ -333,6 +333,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
                 end_positions=None, output_attentions=False) -> SpanOutput:
         out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
         start, end = self.qa_outputs(out.last_hidden_state).float().unbind(-1)  # (B, T) each
+        if attention_mask is not None:  # padding is never an answer: its length changes nothing
+            padding = attention_mask == 0
+            start, end = (x.masked_fill(padding, torch.finfo(x.dtype).min) for x in (start, end))
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = (F.cross_entropy(start, start_positions)

@@ -89,6 +89,27 @@ def test_resume_finishes_the_run_with_the_same_scores(init, tmp_path):
     assert finetune("names", run, "--init", str(init), "--resume", "--seed", "1") == 2
 
 
+def test_compile_trains_on_batches_of_one_width(init, tmp_path, monkeypatch):
+    """--compile pads every training batch to --max-seq-len: one shape, not a recompile per
+    longest row (the compiler itself is left out here: the shapes are what is tested)."""
+    widths = []
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)
+    train = recipe.train
+
+    def watched(model, data, config, collate, **kwargs):
+        def collate_and_look(rows):
+            batch = collate(rows)
+            widths.append(batch["input_ids"].shape[-1])
+            return batch
+
+        assert config.compile
+        return train(model, data, config, collate=collate_and_look, **kwargs)
+
+    monkeypatch.setattr(recipe, "train", watched)
+    assert finetune("genre", tmp_path / "run", "--init", str(init), "--compile") == 0
+    assert len(widths) >= 20 and set(widths) == {128}
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--init", "nowhere"], "--init nowhere is not a checkpoint directory"),
     (["--init", "INIT", "--train-size", "0"], "--train-size must be from 1 to"),

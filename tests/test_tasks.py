@@ -233,6 +233,19 @@ def test_collate_gives_exactly_the_heads_arguments(tokenizer, name, label_keys, 
     assert torch.isfinite(output.loss)
 
 
+@pytest.mark.parametrize("name", ["genre", "next_line", "names", "who_said"])
+def test_a_fixed_width_pads_every_batch_to_it_and_changes_no_loss(tokenizer, name):
+    """What `bertlab finetune --compile` trains on: one shape, whatever the rows' lengths."""
+    data = encode_task(name, load_task(name, "test")[:6], tokenizer, 128)
+    longest = data.collate(data.rows[:5])
+    data.width = 128
+    fixed = data.collate(data.rows[:5])
+    assert fixed["input_ids"].shape[-1] == 128 > longest["input_ids"].shape[-1]
+    assert all(v.shape[:-1] == longest[k].shape[:-1] for k, v in fixed.items() if v.dim() > 1)
+    model = small_model(name, tokenizer).eval()
+    torch.testing.assert_close(model(**fixed).loss, model(**longest).loss)
+
+
 class Oracle(torch.nn.Module):
     """A 'model' that reads the answers from the batch: every score should be perfect."""
 

@@ -344,10 +344,11 @@ INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 class TaskData(Dataset):
     """Encoded examples, one dict per example, and `collate`, which batches them into exactly
-    the keyword arguments of the task's model (inputs, then its labels)."""
+    the keyword arguments of the task's model (inputs, then its labels). `width`: pad every
+    batch to this many tokens (one shape for torch.compile); None pads to the longest row."""
 
     def __init__(self, rows: list[dict], pad_id: int, label_keys: tuple[str, ...]):
-        self.rows = rows
+        self.rows, self.width = rows, None
         self.fill = {"input_ids": pad_id, "token_type_ids": 0, "attention_mask": 0,
                      "labels": IGNORE_INDEX}
         self.keys = INPUT_KEYS + label_keys
@@ -359,17 +360,18 @@ class TaskData(Dataset):
         return self.rows[i]
 
     def collate(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
-        return {key: stack([row[key] for row in rows], self.fill.get(key, 0)) for key in self.keys}
+        return {key: stack([row[key] for row in rows], self.fill.get(key, 0), self.width)
+                for key in self.keys}
 
 
-def stack(values: list, fill: int) -> torch.Tensor:
+def stack(values: list, fill: int, width: int | None = None) -> torch.Tensor:
     """Numbers -> (B,); lists -> (B, T); lists of lists -> (B, K, T), the lists padded with
-    `fill` to the longest."""
+    `fill` to the longest, or to `width` if that is longer."""
     if not isinstance(values[0], list):
         return torch.tensor(values)
     nested = isinstance(values[0][0], list)
     rows = [row for value in values for row in (value if nested else [value])]
-    width = max(map(len, rows))
+    width = max(width or 0, *map(len, rows))
     padded = torch.tensor([row + [fill] * (width - len(row)) for row in rows])  # (B*K, T)
     return padded.view(len(values), -1, width) if nested else padded
 
