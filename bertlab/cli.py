@@ -151,6 +151,9 @@ def add_pretrain(commands) -> None:
                       help="course (the default): a target length drawn per pair, 15%% of the "
                            "non-special tokens masked; original: Google's, a target length per "
                            "document and 15%% of all tokens, [CLS] and [SEP] included")
+    data.add_argument("--no-nsp", dest="nsp", action="store_false",
+                      help="MLM only, as RoBERTa: each example one chunk of a document, [CLS] A "
+                           "[SEP] of about --max-seq-len tokens, no sentence pairs, no NSP loss")
     data.add_argument("--max-predictions", type=int, metavar="P",
                       help="masked tokens per pair at most, and the fixed number of positions "
                            "each batch row decodes (default: 15%% of --max-seq-len)")
@@ -195,10 +198,10 @@ def run_pretrain(args) -> int:
     args.command = args.argv
     history = pretrain(settings_from(PretrainSettings, args))
     final = [row for row in history if row["split"] == "eval"][-1:]
-    scores = (f"held-out MLM accuracy {final[0]['mlm_acc']:.1%}, NSP accuracy "
-              f"{final[0]['nsp_acc']:.1%}; " if final else "")
+    scores = [f"held-out {name} accuracy {final[0][key]:.1%}" for name, key in
+              (("MLM", "mlm_acc"), ("NSP", "nsp_acc")) if final and key in final[0]]
     if history:  # process 0
-        print(f"done: {scores}the model and its tokenizer are in {args.out}")
+        print(f"done: {'; '.join([*scores, f'the model and its tokenizer are in {args.out}'])}")
     return 0
 
 

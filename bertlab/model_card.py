@@ -155,12 +155,18 @@ def write_model_card(out: Path, runs: list[dict], device: torch.device, held_out
     steps = sum(r["steps"] for r in runs)
     minutes = sum(r["wall_seconds"] for r in runs) / 60
     evals = [row for row in history if row["split"] == "eval"]
-    table = "\n".join(f"| {r['step']} | {r['mlm_acc']:.1%} | {r['nsp_acc']:.1%} | {r['loss']:.3f} |"
-                      for r in evals)
+    nsp = all("nsp_acc" in r for r in evals)  # False after --no-nsp
+    columns = {"MLM accuracy": "mlm_acc", "NSP accuracy": "nsp_acc", "loss": "loss"}
+    if not nsp:
+        del columns["NSP accuracy"]
+    table = "\n".join("| " + " | ".join([str(r["step"])] + [
+        f"{r[k]:.3f}" if k == "loss" else f"{r[k]:.1%}" for k in columns.values()]) + " |"
+        for r in evals)
     text = f"""# {out.name}
 
-A small BERT pretrained with masked language modelling and next-sentence prediction on the
-course's Shakespeare corpus by `bertlab pretrain`, with its own WordPiece vocabulary.
+A small BERT pretrained with {"masked language modelling and next-sentence prediction" if nsp
+else "masked language modelling alone (`--no-nsp`, as RoBERTa: no next-sentence prediction)"} on
+the course's Shakespeare corpus by `bertlab pretrain`, with its own WordPiece vocabulary.
 
 - Command: {commands}
 - Steps: {steps:,}; wall time: {minutes:.1f} minutes (data, tokenizer, training, evaluations and
@@ -170,13 +176,14 @@ course's Shakespeare corpus by `bertlab pretrain`, with its own WordPiece vocabu
 
 ## Held-out accuracy
 
-Sentence pairs cut from the held-out works and masked once (15%, 80/10/10). MLM accuracy: how
-often the model's top prediction is the original token at a masked position; NSP accuracy: how
-often it tells IsNext from NotNext (about half each; chance is 50%). Both are means over batches
-of the training batch size, weighted by pairs. Loss: MLM + NSP.
+{"Sentence pairs" if nsp else "Chunks"} cut from the held-out works and masked once (15%,
+80/10/10). MLM accuracy: how often the model's top prediction is the original token at a masked
+position{"; NSP accuracy: how often it tells IsNext from NotNext (about half each; chance is 50%)"
+if nsp else ""}. Means over batches of the training batch size, weighted by examples. Loss:
+{"MLM + NSP" if nsp else "MLM"}.
 
-| step | MLM accuracy | NSP accuracy | loss |
-|---:|---:|---:|---:|
+| step | {" | ".join(columns)} |
+|---:|{"---:|" * len(columns)}
 {table}
 
 ## Training curves

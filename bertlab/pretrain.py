@@ -57,6 +57,7 @@ class PretrainSettings(RunSettings):
     dupe_factor: int = 2
     recipe: str = "course"  # or "original": Google's target lengths and masked counts
     max_predictions: int | None = None  # masked tokens per pair at most; None: 15% of max_seq_len
+    nsp: bool = True  # False: MLM only on single chunks of a document (RoBERTa's DOC-SENTENCES)
     store: str | None = None  # the token stores' folder; None: out
     preset: str = "tiny"
     init: str | None = None  # start from this pretrain run's weights and tokenizer
@@ -169,14 +170,16 @@ def made_by(settings: PretrainSettings, wall_seconds: float) -> list[dict]:
 
 
 def held_out_examples(held_out: list[Document], tokenizer, max_seq_len: int, seed: int,
-                      recipe: str = "course", max_predictions: int | None = None):
+                      recipe: str = "course", max_predictions: int | None = None,
+                      nsp: bool = True):
     """The evaluation set of the held-out works (None if there are none): sentence pairs masked
     once, so that every evaluation, and anyone re-checking a run, asks the same questions."""
     if not held_out:
         return None
     return pretraining_examples([pretraining_text(d) for d in held_out], tokenizer, max_seq_len,
                                 seed, dupe_factor=1, recipe=recipe,
-                                max_predictions_per_seq=max_predictions, fixed_positions=True)
+                                max_predictions_per_seq=max_predictions, fixed_positions=True,
+                                nsp=nsp)
 
 
 def pretrain(settings: PretrainSettings) -> list[dict]:
@@ -207,9 +210,11 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
                                         tokenizer, settings.max_seq_len, settings.seed,
                                         dupe_factor=settings.dupe_factor, dynamic_masking=True,
                                         recipe=settings.recipe, fixed_positions=True,
-                                        max_predictions_per_seq=settings.max_predictions)
+                                        max_predictions_per_seq=settings.max_predictions,
+                                        nsp=settings.nsp)
         eval_examples = held_out_examples(held_out, tokenizer, settings.max_seq_len,
-                                          settings.seed, settings.recipe, settings.max_predictions)
+                                          settings.seed, settings.recipe, settings.max_predictions,
+                                          settings.nsp)
         set_seed(settings.seed)
         model = pretraining_model(settings, tokenizer.get_vocab_size())
         config = TrainConfig(

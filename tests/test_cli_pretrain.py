@@ -71,6 +71,18 @@ def test_pretrain_writes_a_self_contained_checkpoint(corpus, tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_no_nsp_pretrains_with_mlm_alone(corpus, tmp_path, capsys):
+    """--no-nsp (RoBERTa): no NSP loss or accuracy anywhere in the log, and the run says so."""
+    from bertlab import cli
+
+    assert cli.main(tiny_run(corpus, tmp_path / "run", "--no-nsp")) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert rows and all("nsp_acc" not in r and "mlm_acc" in r for r in rows if r["split"] == "eval")
+    assert "NSP" not in capsys.readouterr().out.split("done:")[1]
+    assert json.loads((tmp_path / "run" / "pretrain_args.json").read_text())["nsp"] is False
+
+
 class Interrupted(Exception):
     pass
 

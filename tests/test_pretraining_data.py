@@ -633,6 +633,38 @@ def test_fixed_positions_hold_every_masked_token_and_give_the_same_loss(tokenize
         torch.testing.assert_close(a.loss, b.loss)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_without_nsp_each_example_is_one_chunk_of_one_document(tokenizer, dynamic):
+    """RoBERTa's DOC-SENTENCES: [CLS] consecutive lines of one document [SEP], about the full
+    length, segment 0 throughout; no NSP label in the batch, so the loss is the MLM loss."""
+    docs = texts(1)
+    ds = pretraining_examples(docs, tokenizer, max_seq_len=48, dupe_factor=1, short_seq_prob=0.0,
+                              dynamic_masking=dynamic, nsp=False)
+    store = ds.store
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    bounds = store.segments[store.documents]  # (D + 1,) where each document's tokens start
+    lengths = []
+    for i in range(len(ds)):
+        start, _, length, b_len, _ = ds.pairs[i].item()
+        x = ds[i]
+        original = x.input_ids if dynamic else np.where(x.mlm_labels >= 0, x.mlm_labels,
+                                                        x.input_ids)
+        assert b_len == 0 and original[0] == cls and original[-1] == sep and x.num_a == length
+        assert original[1:-1].tolist() == store.tokens[start:start + length].tolist()
+        assert start in store.segments  # a chunk starts at a line
+        document = np.searchsorted(bounds, start, side="right") - 1
+        assert start + length <= bounds[document + 1]  # and ends in the same document
+        lengths.append(length + 2)
+    assert max(lengths) == 48 and np.median(lengths) > 40  # most fill the sequence
+    batch = ds.collate([ds[i] for i in range(8)])
+    assert "nsp_labels" not in batch and not batch["token_type_ids"].any()
+    torch.manual_seed(0)
+    model = bertlab.BertForPreTraining(bertlab.BertConfig.tiny(
+        vocab_size=tokenizer.get_vocab_size()))
+    out = model(**batch)
+    assert out.nsp_loss is None and torch.equal(out.loss, out.mlm_loss)
+
+
 def test_fixed_positions_refuse_a_row_with_more_masks_than_fit(tokenizer):
     with pytest.raises(ValueError, match="max_predictions must be a positive integer"):
         PretrainingCollator(0, max_predictions=0)

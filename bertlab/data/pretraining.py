@@ -11,6 +11,10 @@ The recipe of Google's BERT (`create_pretraining_data.py`), step for step:
 3. `MLMMasker` picks ~15% of the tokens to predict: 80% become [MASK], 10% a random token, 10%
    stay as they are.
 
+Without NSP (`nsp=False`, `bertlab pretrain --no-nsp`, RoBERTa's DOC-SENTENCES), step 2 becomes
+`create_spans_from_document`: the document cut into chunks of consecutive segments that fill
+[CLS] A [SEP], with no B and no NSP label.
+
 A pair is stored as five numbers (`PAIR`: where A and B start in the store's tokens, their
 lengths, the NSP label; 21 bytes), never as a Python object: `create_instances` makes one pass
 over the corpus per dupe factor with one random stream, as the original (a NotNext pair puts
@@ -87,7 +91,8 @@ class SpecialTokens:
 
 @dataclass
 class PretrainingInstance:
-    """One example: [CLS] A [SEP] B [SEP], its NSP label and, once masked statically, its labels."""
+    """One example: [CLS] A [SEP] B [SEP] (or [CLS] A [SEP] without NSP), its NSP label and,
+    once masked statically, its labels."""
 
     input_ids: np.ndarray  # (T,) int32, masked if mlm_labels is set
     num_a: int  # tokens in A: [CLS] A [SEP], the first num_a + 2, are segment 0
@@ -173,10 +178,33 @@ def create_instances_from_document(store: TokenStore, documents: np.ndarray, ind
     return pairs
 
 
+def create_spans_from_document(store: TokenStore, documents: np.ndarray, index: int,
+                               max_seq_len: int, short_seq_prob: float, rng: random.Random,
+                               recipe: str = "course") -> list[tuple[int, int, int, int, bool]]:
+    """Without NSP, as RoBERTa's DOC-SENTENCES: store document documents[index] cut into chunks
+    of consecutive segments of about `max_seq_len - 2` tokens, each one [CLS] A [SEP] (trimmed
+    at its end to fit), as (a_start, a_start + a_len, a_len, 0, False): no B, no NSP label."""
+    max_num_tokens = max_seq_len - 2  # room for [CLS] A [SEP]
+    d = documents[index]
+    starts = store.segments[store.documents[d]:store.documents[d + 1] + 1].tolist()  # (n + 1,)
+    n, c, spans = len(starts) - 1, 0, []
+    target = target_length(max_num_tokens, short_seq_prob, rng)
+    while c < n:
+        e = bisect_left(starts, starts[c] + target, c + 1, n)  # the chunk: segments c to e - 1
+        length = min(starts[e] - starts[c], max_num_tokens)
+        spans.append((starts[c], starts[c] + length, length, 0, False))
+        c = e
+        if recipe == "course":
+            target = target_length(max_num_tokens, short_seq_prob, rng)
+    return spans
+
+
 def create_instances(store: TokenStore, max_seq_len: int = 128, short_seq_prob: float = 0.1,
-                     dupe_factor: int = 10, seed: int = 0, recipe: str = "course") -> np.ndarray:
-    """(N,) PAIR: the NSP pairs of every document with a segment, `dupe_factor` passes (each
-    splits the documents differently), shuffled."""
+                     dupe_factor: int = 10, seed: int = 0, recipe: str = "course",
+                     nsp: bool = True) -> np.ndarray:
+    """(N,) PAIR: the NSP pairs of every document with a segment (without `nsp`, its chunks of
+    one segment each: `create_spans_from_document`), `dupe_factor` passes (each splits the
+    documents differently), shuffled."""
     if max_seq_len < 5:
         raise ValueError(f"max_seq_len must be at least 5 for [CLS] A [SEP] B [SEP] with one token "
                          f"in A and B, got {max_seq_len}")
@@ -187,15 +215,16 @@ def create_instances(store: TokenStore, max_seq_len: int = 128, short_seq_prob: 
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
     documents = np.flatnonzero(np.diff(store.documents) > 0)  # (D,) those with a segment
-    if len(documents) < 2:
+    if nsp and len(documents) < 2:
         raise ValueError(f"need at least two non-empty documents for NotNext pairs (B from another "
                          f"document), got {len(documents)}: split the text into documents")
     rng = random.Random(seed)
     flat = array("q")  # the pairs' five numbers, end to end
+    from_document = create_instances_from_document if nsp else create_spans_from_document
     for _ in range(dupe_factor):
         for index in range(len(documents)):
-            for pair in create_instances_from_document(store, documents, index, max_seq_len,
-                                                       short_seq_prob, rng, recipe):
+            for pair in from_document(store, documents, index, max_seq_len, short_seq_prob, rng,
+                                      recipe):
                 flat.extend(pair)
     columns = np.frombuffer(flat, np.int64).reshape(-1, 5)  # (N, 5)
     order = list(range(len(columns)))
@@ -204,7 +233,8 @@ def create_instances(store: TokenStore, max_seq_len: int = 128, short_seq_prob: 
     pairs = np.empty(len(columns), PAIR)  # (N,)
     for k, name in enumerate(PAIR.names):
         pairs[name] = columns[order, k]
-    warn_if_mostly_not_next(store, pairs, max_seq_len)
+    if nsp:
+        warn_if_mostly_not_next(store, pairs, max_seq_len)
     return pairs
 
 
@@ -424,8 +454,9 @@ class PretrainingCollator:
         else:
             input_ids, mlm_labels = self.masker(input_ids, self.rng())
         batch = dict(input_ids=input_ids, token_type_ids=token_type_ids,
-                     attention_mask=attention_mask, mlm_labels=mlm_labels,
-                     nsp_labels=np.array([x.is_random_next for x in instances]))
+                     attention_mask=attention_mask, mlm_labels=mlm_labels)
+        if (lengths > num_a + 2).any():  # pairs: NSP labels (chunks without a B have none)
+            batch["nsp_labels"] = np.array([x.is_random_next for x in instances])
         if self.max_predictions is not None:
             batch["mlm_positions"] = self.positions(mlm_labels)
         return {name: torch.from_numpy(array).long() for name, array in batch.items()}
@@ -480,10 +511,11 @@ class PretrainingDataset(Dataset):
         i = range(len(self))[i]  # from the end if negative; IndexError past it
         a_start, b_start, a_len, b_len, is_random_next = self.pairs[i].item()
         tokens = self.store.tokens
-        input_ids = np.empty(a_len + b_len + 3, np.int32)  # (T,) [CLS] A [SEP] B [SEP]
-        input_ids[[0, a_len + 1, -1]] = self.special.cls, self.special.sep, self.special.sep
+        ends = [a_len + 1, a_len + b_len + 2] if b_len else [a_len + 1]  # where each [SEP] is
+        input_ids = np.empty(ends[-1] + 1, np.int32)  # (T,) [CLS] A [SEP] B [SEP], or [CLS] A [SEP]
+        input_ids[[0, *ends]] = self.special.cls, *[self.special.sep] * len(ends)
         input_ids[1:a_len + 1] = tokens[a_start:a_start + a_len]
-        input_ids[a_len + 2:-1] = tokens[b_start:b_start + b_len]
+        input_ids[a_len + 2:a_len + 2 + b_len] = tokens[b_start:b_start + b_len]
         mlm_labels = None
         if self.masks is not None:
             input_ids, mlm_labels = self.masks.apply(i, input_ids)
@@ -504,13 +536,14 @@ def pretraining_examples(documents: Sequence[str] | TokenStore, tokenizer: Token
                          short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
                          max_predictions_per_seq: int | None = None,
                          whole_word_mask: bool = False, dynamic_masking: bool = False,
-                         recipe: str = "course", fixed_positions: bool = False
-                         ) -> PretrainingDataset:
+                         recipe: str = "course", fixed_positions: bool = False,
+                         nsp: bool = True) -> PretrainingDataset:
     """Texts (one per document; segments are its non-empty lines), or the `TokenStore` they were
     tokenized into by this tokenizer -> BERT pretraining examples, by `recipe` ("course" or
     "original", see the module docstring). At most `max_predictions_per_seq` tokens of a pair
     are masked (None: round(masked_lm_prob · max_seq_len), a cap that never binds); with
     `fixed_positions` the batches hold that many `mlm_positions` per row (fixed shapes).
+    Without `nsp` the examples are single chunks of a document with no NSP label (RoBERTa).
 
     Use as `DataLoader(ds, batch_size=32, shuffle=True, collate_fn=ds.collate)`.
     """
@@ -524,7 +557,7 @@ def pretraining_examples(documents: Sequence[str] | TokenStore, tokenizer: Token
     elif store.meta["tokenizer"] not in (None, tokenizer_hash(tokenizer)):
         raise ValueError("this token store was made with another tokenizer: build the store "
                          "with the tokenizer the examples are for")
-    pairs = create_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe)
+    pairs = create_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe, nsp)
     pad_id, positions = masker.special.pad, max_predictions_per_seq if fixed_positions else None
     if dynamic_masking:
         return PretrainingDataset(store, pairs, masker.special,
