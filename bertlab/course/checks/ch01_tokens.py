@@ -2,50 +2,90 @@
 
 from __future__ import annotations
 
-import torch
-from tokenizers import Tokenizer
-from tokenizers.models import WordPiece
-
 from .framework import Answer, Case, Exercise, Mistake
 
-VOCAB = {"[UNK]", "un", "##aff", "##able", "play", "##ing", "##er", "##s", "p", "##l", "##a",
-         "##y", "the", "them", "##m", "a", "u", "##n"}
+# Built so that greedy longest-first goes wrong: it splits "unaffable" into 3 pieces where 2 do,
+# and gives up on "abcd" ("abc", then no "##d") where "ab ##cd" spells it.
+VOCAB = {"[UNK]", "un", "una", "##ffa", "##ble", "##affable", "##able", "abc", "ab", "##cd",
+         "play", "pla", "##ing", "##ying", "##y", "the", "them", "##m", "a", "##a", "mist",
+         "mis", "##rus", "##t", "##trust"}
+INFINITE = float("inf")
 
 
-def reference_wordpiece(word, vocab, unk="[UNK]"):
-    """The `tokenizers` library's WordPiece on the same vocabulary."""
-    ids = {piece: i for i, piece in enumerate(sorted(set(vocab) | {unk}))}
-    return Tokenizer(WordPiece(ids, unk_token=unk)).encode(word).tokens
+def fewest(word, vocab, unk="[UNK]", prefix="##", first_prefix="", longest=True, optimal=True):
+    """The split of `word` into the fewest pieces of `vocab` (ties: the longest first piece,
+    then the longest second, ...), [unk] if there is none; the keywords plant the mistakes."""
+    def piece(start, end):
+        return (prefix if start else first_prefix) + word[start:end]
+
+    best = [INFINITE] * len(word) + [0]  # best[i]: the fewest pieces that spell word[i:]
+    for start in range(len(word) - 1, -1, -1):
+        best[start] = min((1 + best[end] for end in range(start + 1, len(word) + 1)
+                           if piece(start, end) in vocab), default=INFINITE)
+    if best[0] == INFINITE:
+        return [unk]
+    pieces, start = [], 0
+    while start < len(word):
+        ends = range(len(word), start, -1) if longest else range(start + 1, len(word) + 1)
+        end = next(end for end in ends if piece(start, end) in vocab
+                   and (best[end] == best[start] - 1 if optimal else best[end] < INFINITE))
+        pieces.append(piece(start, end))
+        start = end
+    return pieces
 
 
-def wrong_wordpiece(longest=True, prefix="##", whole_word_unk=True):
-    """Greedy WordPiece with one thing wrong, chosen by the flags."""
-    def tokenize(word, vocab, unk="[UNK]"):
-        pieces, start = [], 0
-        while start < len(word):
-            ends = range(len(word), start, -1) if longest else range(start + 1, len(word) + 1)
-            mark = prefix if start else ""
-            end = next((end for end in ends if mark + word[start:end] in vocab), None)
-            if end is None:
-                return [unk] if whole_word_unk else pieces + [unk]
-            pieces.append(mark + word[start:end])
-            start = end
-        return pieces
-    return tokenize
+def reference_fewest_pieces(word, vocab, unk="[UNK]"):
+    return fewest(word, vocab, unk)
 
 
-wordpiece = Exercise(
-    "wordpiece", reference_wordpiece,
-    lambda: [Case(word, (word, VOCAB)) for word in
-             ("unaffable", "playing", "players", "them", "a", "xyz", "playx")],
-    [Mistake("start from the longest piece in the vocabulary and shorten it, not the shortest",
-             wrong_wordpiece(longest=False)),
+def greedy_wordpiece(word, vocab, unk="[UNK]"):
+    """The chapter's greedy longest-match-first WordPiece."""
+    pieces, start = [], 0
+    while start < len(word):
+        mark = "##" if start else ""
+        end = next((end for end in range(len(word), start, -1)
+                    if mark + word[start:end] in vocab), None)
+        if end is None:
+            return [unk]
+        pieces.append(mark + word[start:end])
+        start = end
+    return pieces
+
+
+def fewest_pieces_cases():
+    return [Case("unaffable: greedy takes 3 pieces, 2 do", ("unaffable", VOCAB)),
+            Case("abcd: greedy gets stuck after 'abc'", ("abcd", VOCAB)),
+            Case("playing: two 2-piece splits, the longer first piece wins", ("playing", VOCAB)),
+            Case("mistrust", ("mistrust", VOCAB)),
+            Case("them: one piece", ("them", VOCAB)),
+            Case("a one-letter word", ("a", VOCAB)),
+            Case("xyz: no split at all", ("xyz", VOCAB)),
+            Case("no split, unk='<unk>'", ("qq", VOCAB), dict(unk="<unk>"))]
+
+
+fewest_pieces = Exercise(
+    "fewest_pieces", reference_fewest_pieces, fewest_pieces_cases,
+    [Mistake("this is greedy longest-first, the chapter's WordPiece: it can take more pieces than "
+             "needed (una ##ffa ##ble) or get stuck ([UNK]) where another split exists; compute "
+             "best[i], the fewest pieces for word[i:], for every i from the end first",
+             greedy_wordpiece),
+     Mistake("rebuilding the split, take at each position the longest piece whose end j has "
+             "best[j] == best[i] - 1 (it keeps the count minimal), not just one after which the "
+             "rest can be spelled somehow", lambda w, v, unk="[UNK]": fewest(w, v, unk,
+                                                                            optimal=False)),
+     Mistake("ties: among the splits with the fewest pieces take the one with the *longest* first "
+             "piece (play ##ing, not pla ##ying)", lambda w, v, unk="[UNK]": fewest(
+                 w, v, unk, longest=False)),
      Mistake("pieces after the first are looked up, and returned, with the '##' prefix",
-             wrong_wordpiece(prefix="")),
-     Mistake("when no piece matches, the *whole word* becomes [UNK], not just the rest of it",
-             wrong_wordpiece(whole_word_unk=False))],
-    hint="at each position take the longest piece in the vocabulary ('##' + piece after the "
-         "first), then continue after it; if none matches, return [unk]", exact=True,
+             lambda w, v, unk="[UNK]": fewest(w, v, unk, prefix="")),
+     Mistake("the first piece has no '##': only the pieces after it continue a word",
+             lambda w, v, unk="[UNK]": fewest(w, v, unk, first_prefix="##")),
+     Mistake("when no split exists, return a list holding the unknown token, [unk]",
+             lambda w, v, unk="[UNK]": [] if fewest(w, v, unk) == [unk] else fewest(w, v, unk))],
+    hint="best[len(word)] = 0 and, from the end backwards, best[i] = 1 + the smallest best[j] "
+         "over the ends j for which word[i:j] ('##' + it unless i == 0) is in vocab; if best[0] "
+         "is infinite return [unk]; else rebuild from 0, taking each time the longest piece "
+         "with best[j] == best[i] - 1", exact=True,
     forbidden=("bertlab.tokenization.encode", "tokenizers.Tokenizer.encode",
                "tokenizers.Tokenizer.encode_batch"))
 
@@ -89,57 +129,69 @@ build_inputs = Exercise(
                "tokenizers.Tokenizer.encode_batch", "tokenizers.Tokenizer.post_process"))
 
 
-def reference_pad_batch(sequences, pad_id=0, multiple_of=1):
-    longest = max(len(s) for s in sequences)
-    T = -(-longest // multiple_of) * multiple_of  # the longest length, rounded up
-    input_ids = torch.tensor([s + [pad_id] * (T - len(s)) for s in sequences])  # (B, T)
-    attention_mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in sequences])  # (B, T)
-    return input_ids, attention_mask
+def bucket(lengths, max_tokens, order="ascending", cost="padded", within=True, keep_long=True,
+           padded_to="batch", indices=True):
+    """Length-bucketed batches and their padding; the keywords plant the mistakes."""
+    if order == "given":
+        order = list(range(len(lengths)))
+    else:
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i],
+                       reverse=order == "descending")
+    batches = []
+    for i in order:
+        if not keep_long and lengths[i] > max_tokens:
+            continue
+        if batches:
+            members = [*batches[-1], i]
+            size = (len(members) * max(lengths[j] for j in members) if cost == "padded"
+                    else sum(lengths[j] for j in members))
+            if size <= max_tokens if within else size < max_tokens:
+                batches[-1].append(i)
+                continue
+        batches.append([i])
+    longest = max(lengths, default=0)
+    padding = sum((longest if padded_to == "all" else max(lengths[i] for i in batch)) - lengths[i]
+                  for batch in batches for i in batch)
+    if not indices:
+        batches = [[lengths[i] for i in batch] for batch in batches]
+    return batches, padding
 
 
-def pad_left(sequences, pad_id=0, multiple_of=1):
-    ids, mask = reference_pad_batch([s[::-1] for s in sequences], pad_id, multiple_of)
-    return ids.flip(1), mask.flip(1)
+def reference_batches_by_length(lengths, max_tokens):
+    return bucket(lengths, max_tokens)
 
 
-def padded_to(length):
-    """Pads to the longest length rounded by `length(longest, multiple_of)` (for the mistakes)."""
-    def pad(sequences, pad_id=0, multiple_of=1):
-        T = length(max(len(s) for s in sequences), multiple_of)
-        return (torch.tensor([s + [pad_id] * (T - len(s)) for s in sequences]),
-                torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in sequences]))
-    return pad
+def wrong_bucket(**change):
+    return lambda lengths, max_tokens: bucket(lengths, max_tokens, **change)
 
 
-pad_batch = Exercise(
-    "pad_batch", reference_pad_batch,
-    lambda: [Case("three lengths", ([[101, 7, 8, 102], [101, 9, 102], [101, 5, 6, 4, 102]],)),
-             Case("batch of 1", ([[101, 7, 102]],)),
-             Case("equal lengths, pad_id=3", ([[1, 2], [4, 5]], 3)),
-             Case("pad_id=3", ([[1, 2, 9], [4]], 3)),
-             Case("longest 5, multiple_of=8", ([[1, 2, 3, 4, 5], [6, 7]], 0, 8)),
-             Case("longest 8 already a multiple of 4", ([[1] * 8, [2] * 3], 0, 4)),
-             Case("longest 9, multiple_of=4, pad_id=2", ([[5] * 9], 2, 4))],
-    [Mistake("the attention mask is 1 for real tokens and 0 for padding, not the other way round",
-             lambda s, pad_id=0, m=1: (reference_pad_batch(s, pad_id, m)[0],
-                                       1 - reference_pad_batch(s, pad_id, m)[1])),
-     Mistake("pad on the right: the tokens start at position 0", pad_left),
-     Mistake("return the mask as integers (torch.long), 1 = token, 0 = padding",
-             lambda s, pad_id=0, m=1: (reference_pad_batch(s, pad_id, m)[0],
-                                       reference_pad_batch(s, pad_id, m)[1].bool())),
-     Mistake("pad with `pad_id`, not always 0",
-             lambda s, pad_id=0, m=1: reference_pad_batch(s, 0, m)),
-     Mistake("round the longest length up to the next *multiple* of multiple_of (9 -> 12 for 4), "
-             "not just to at least multiple_of", padded_to(lambda n, m: max(n, m))),
-     Mistake("a length that is already a multiple stays as it is: 8 with multiple_of=4 is 8, "
-             "not 12", padded_to(lambda n, m: (n // m + 1) * m))],
-    hint="T = the longest length rounded up to a multiple of multiple_of; pad every sequence on "
-         "the right with pad_id to T; the mask is 1 where there is a token; both are torch.long "
-         "tensors of shape (B, T)",
-    returns=("input_ids", "attention_mask"),
-    forbidden=("bertlab.tokenization.encode", "tokenizers.Tokenizer.encode",
-               "tokenizers.Tokenizer.encode_batch", "bertlab.data.pretraining.pad",
-               "bertlab.data.tasks.stack"))
+batches_by_length = Exercise(
+    "batches_by_length", reference_batches_by_length,
+    lambda: [Case("seven lengths, budget 24", ([5, 12, 3, 7, 4, 11, 6], 24)),
+             Case("equal lengths keep their order", ([4, 2, 4, 2, 4], 8)),
+             Case("a batch exactly at the budget", ([3, 3, 3, 3], 9)),
+             Case("one sequence longer than the budget", ([2, 30, 3, 2], 12)),
+             Case("everything fits in one batch", ([6, 1, 5], 100)),
+             Case("one sequence", ([7], 16)),
+             Case("no sequences", ([], 16))],
+    [Mistake("sort the sequences by length first, shortest first: batching them in the order "
+             "given mixes long and short ones", wrong_bucket(order="given")),
+     Mistake("shortest first: sort the lengths in increasing order",
+             wrong_bucket(order="descending")),
+     Mistake("the budget is for the padded batch: (number of sequences) × (longest length), "
+             "padding included, not the sum of the lengths", wrong_bucket(cost="real")),
+     Mistake("a batch whose padded size is exactly max_tokens is allowed: at most (<=), not "
+             "less than", wrong_bucket(within=False)),
+     Mistake("a sequence longer than max_tokens is not dropped: it gets a batch of its own",
+             wrong_bucket(keep_long=False)),
+     Mistake("each batch is padded to its own longest sequence, not to the longest of all",
+             wrong_bucket(padded_to="all")),
+     Mistake("return the indices of the sequences (positions in `lengths`), not their lengths",
+             wrong_bucket(indices=False))],
+    hint="order = the indices sorted by length (stable); for each, join the last batch if "
+         "(len(batch) + 1) × its length <= max_tokens, else start a new batch; padding = the sum "
+         "over batches of len(batch) × longest − the lengths; return (batches, padding)",
+    returns=("batches", "padding"), exact=True)
 
 
 def batch_numbers(specials=3, multiple_of=8):

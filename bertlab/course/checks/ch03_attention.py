@@ -36,24 +36,67 @@ softmax = Exercise(
                "torch.log_softmax", "torch.nn.functional.log_softmax"))
 
 
-def reference_padding_mask(attention_mask):  # (B, T) -> (B, 1, T)
+def reference_padding_mask(attention_mask):  # (B, T) -> (B, 1, T): the chapter's padding mask
     return heads_padding_mask(attention_mask)[:, 0]
 
 
-padding_mask = Exercise(
-    "padding_mask", reference_padding_mask,
-    lambda: [Case("padding in one row", (torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),)),
-             Case("batch of 1", (torch.tensor([[1, 1, 0]]),)),
-             Case("no padding", (torch.ones(3, 2, dtype=torch.long),))],
-    [Mistake("return a bool tensor (`.bool()`): True where a key may be attended",
-             lambda m: m[:, None, :]),
-     Mistake("True marks the keys that may be attended (the real tokens), not the padding",
-             lambda m: m[:, None, :] == 0),
-     Mistake("padding is on the *keys*: shape (B, 1, T), so the row broadcasts over the queries",
-             lambda m: m.bool()[:, :, None]),
-     Mistake("add the query axis: (B, 1, T) broadcasts against the (B, T, T) scores",
-             lambda m: m.bool())],
-    hint="attention_mask.bool() with an axis added in the middle: (B, T) -> (B, 1, T)")
+def prefix_lm(attention_mask, segment_ids, keys_only=True, causal=True, bidirectional_a=True,
+              padding=True, by_key=True):
+    """UniLM's sequence-to-sequence mask (B, T, T), mask[b, i, j] for query i and key j: key j
+    is a real token, and in A (segment 0) or not after i; the keywords plant the mistakes."""
+    T = attention_mask.size(-1)
+    position = torch.arange(T)
+    earlier = position[None, :] <= position[:, None]  # (T, T): key j at or before query i
+    segment = segment_ids[:, None, :] if by_key else segment_ids[:, :, None]  # key's (query's)
+    allowed = ((segment == 0) if bidirectional_a else torch.zeros_like(segment, dtype=torch.bool))
+    allowed = allowed | (earlier if causal else torch.ones(T, T, dtype=torch.bool))
+    if padding:
+        allowed = allowed & (attention_mask[:, None, :] == 1)
+        if not keys_only:
+            allowed = allowed & (attention_mask[:, :, None] == 1)
+    return allowed.expand(attention_mask.size(0), T, T)
+
+
+def reference_prefix_lm_mask(attention_mask, segment_ids):
+    return prefix_lm(attention_mask, segment_ids)
+
+
+def wrong_prefix_lm(**change):
+    return lambda attention_mask, segment_ids: prefix_lm(attention_mask, segment_ids, **change)
+
+
+def prefix_lm_cases():
+    return [Case("a pair, and a shorter pair with padding",
+                 (torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]]),
+                  torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 0, 0]]))),
+            Case("one sentence (all segment 0), padded", (torch.tensor([[1, 1, 1, 0]]),
+                                                          torch.tensor([[0, 0, 0, 0]]))),
+            Case("B of one token, then padding", (torch.tensor([[1, 1, 1, 1, 0, 0]]),
+                                                  torch.tensor([[0, 0, 0, 1, 0, 0]]))),
+            Case("a fully padded row", (torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]),
+                                        torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])))]
+
+
+prefix_lm_mask = Exercise(
+    "prefix_lm_mask", reference_prefix_lm_mask, prefix_lm_cases,
+    [Mistake("return a bool tensor: True where query i may attend to key j",
+             lambda m, s: prefix_lm(m, s).long()),
+     Mistake("a padding key is hidden from every query, although its segment id is 0 like A's: "
+             "combine the rule with attention_mask == 1 (on the keys)",
+             wrong_prefix_lm(padding=False)),
+     Mistake("A (segment 0) is read both ways: every query may see all of A's real tokens, also "
+             "those after it; only B is left to right", wrong_prefix_lm(bidirectional_a=False)),
+     Mistake("B is written left to right: a key in B is visible only to the queries at or after "
+             "it (j <= i), so A's queries see none of B", wrong_prefix_lm(causal=False)),
+     Mistake("rows are queries, columns keys: mask[b, i, j] says whether query i may attend to "
+             "key j (your mask is transposed)", lambda m, s: prefix_lm(m, s).transpose(1, 2)),
+     Mistake("it is the *key's* segment that counts: a key in A is visible to every query, a key "
+             "in B only from its own position on", wrong_prefix_lm(by_key=False)),
+     Mistake("mask the keys only: the row of a padding query follows the same rule (nobody reads "
+             "it), as with chapter 3's padding mask", wrong_prefix_lm(keys_only=False))],
+    hint="position = torch.arange(T); a (T, T) table `key j <= query i`, OR a (B, 1, T) "
+         "`segment_ids == 0` of the keys, AND a (B, 1, T) `attention_mask == 1` of the keys: "
+         "(B, T, T) bool", forbidden=("bertlab.attention.padding_mask",))
 
 
 def relative_bias(T, bias, flip=False):  # (2R + 1,) -> (T, T): bias[clip(j - i, -R, R) + R]
@@ -79,6 +122,8 @@ def attention_cases():
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     causal_pad = torch.tensor([[[True, False, False, False]] * 4])  # (1, 4, 4)
     causal_pad[0, 0] = False  # query 0 may look at nothing: a fully masked row
+    causal_2d = torch.tril(torch.ones(5, 5, dtype=torch.bool))  # (T, T)
+    causal_2d[2] = False  # query 2 may look at nothing
     return [Case("one sequence (T=4, d=8), R=1, no mask", (randn(4, 8), randn(4, 8), randn(4, 8),
                                                            randn(3))),
             Case("batch of 2, T=6 > R=2, d_v=3", (randn(2, 6, 8), randn(2, 6, 8), randn(2, 6, 3),
@@ -92,7 +137,11 @@ def attention_cases():
                                                            heads_padding_mask(mask))),
             Case("a fully masked row (query 0 sees no key)", (randn(1, 4, 8), randn(1, 4, 8),
                                                               randn(1, 4, 8), randn(3),
-                                                              causal_pad))]
+                                                              causal_pad)),
+            Case("one sequence (T=5), a (T, T) mask with a fully masked row",
+                 (randn(5, 4), randn(5, 4), randn(5, 2), randn(5), causal_2d)),
+            Case("heads (B, H, T, d), mask=None given", (randn(2, 2, 4, 3), randn(2, 2, 4, 3),
+                                                         randn(2, 2, 4, 3), randn(3), None))]
 
 
 relative_attention = Exercise(

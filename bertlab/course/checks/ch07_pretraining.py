@@ -13,57 +13,152 @@ from ...training import lr_at as linear_lr_at
 from .framework import Answer, Case, Exercise, Mistake
 
 
-def reference_masked_lm_loss(logits, labels):  # (B, T, V), (B, T) -> ()
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-
-
-def per_token_loss(logits, labels):  # (B, T): the loss at each position, 0 where ignored
+def token_losses(logits, labels):  # (b, T, V), (b, T) -> (b, T): 0 where the label is -100
     return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                            reduction="none")
 
 
-def masked_lm_cases():
-    def labels(B, T, V, positions):
-        y = torch.full((B, T), IGNORE_INDEX)
-        for b, t in positions:
-            y[b, t] = torch.randint(V, ()).item()
+def count(labels):  # the labelled positions of a micro-batch, a Python int
+    return int((labels != IGNORE_INDEX).sum())
+
+
+def accumulated(divide, clamp=True):
+    """The micro-batches' losses, each its sum of token losses divided by `divide(labels, all
+    labels)` (for the reference and the mistakes)."""
+    def losses(micro_logits, micro_labels):
+        return [token_losses(x, y).sum() / (max(divide(y, micro_labels), 1) if clamp
+                                            else divide(y, micro_labels))
+                for x, y in zip(micro_logits, micro_labels)]
+    return losses
+
+
+reference_accumulated_mlm_losses = accumulated(lambda y, every: sum(map(count, every)))
+
+
+def own_means(scale_by_share=False, over_micro_batches=False):
+    """Each micro-batch's own mean loss (NaN when it has no label), then scaled (mistakes)."""
+    def losses(micro_logits, micro_labels):
+        total = sum(map(count, micro_labels))
+        out = []
+        for x, y in zip(micro_logits, micro_labels):
+            mean = F.cross_entropy(x.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+            if scale_by_share:
+                mean = mean * count(y) / max(total, 1)
+            elif over_micro_batches:
+                mean = mean / len(micro_labels)
+            out.append(mean)
+        return out
+    return losses
+
+
+def accumulation_cases():
+    def labels(b, T, V, n):
+        """(b, T) labels with n labelled positions at random, -100 elsewhere."""
+        y = torch.full((b, T), IGNORE_INDEX)
+        y.view(-1)[torch.randperm(b * T)[:n]] = torch.randint(V, (n,))
         return y
-    return [Case("batch of 2, 3 and 1 labels", (randn(2, 6, 11),
-                                                labels(2, 6, 11, [(0, 1), (0, 3), (0, 4),
-                                                                  (1, 2)]))),
-            Case("batch of 1, one label", (randn(1, 5, 7), labels(1, 5, 7, [(0, 2)]))),
-            Case("every position labelled", (randn(2, 3, 5), torch.randint(5, (2, 3))))]
+
+    def batch(V, *shapes):  # shapes: (b, T, labelled) per micro-batch
+        return ([randn(b, T, V) for b, T, _ in shapes], [labels(b, T, V, n) for b, T, n in shapes])
+    return [Case("2 micro-batches of 2, with 5 and 1 labels", batch(11, (2, 6, 5), (2, 6, 1))),
+            Case("3 micro-batches of 1, 2 and 3 sequences, padded to 4, 7 and 5 tokens",
+                 batch(9, (1, 4, 2), (2, 7, 6), (3, 5, 3))),
+            Case("a micro-batch with no label", batch(7, (2, 5, 4), (2, 5, 0), (1, 5, 1))),
+            Case("one micro-batch: the masked mean", batch(13, (3, 4, 5))),
+            Case("every position labelled", batch(5, (1, 3, 3), (2, 3, 6))),
+            Case("no label in the whole batch: every loss is 0", batch(6, (1, 4, 0), (2, 4, 0)))]
 
 
-masked_lm_loss = Exercise(
-    "masked_lm_loss", reference_masked_lm_loss, masked_lm_cases,
-    [Mistake("you averaged over *every* position, so the loss shrinks with the share of "
-             "masked tokens (the d2l slip: 0/1 weights, then a mean over all positions); divide "
-             "by the number of labelled positions", lambda x, y: per_token_loss(x, y).mean()),
-     Mistake("average over the labelled positions, don't sum",
-             lambda x, y: per_token_loss(x, y).sum()),
-     Mistake("average over all labelled tokens of the batch, not per sequence then over "
-             "sequences", lambda x, y: (per_token_loss(x, y).sum(1)
-                                        / (y != IGNORE_INDEX).sum(1)).mean())],
-    hint="cross-entropy over the (B·T, V) logits with ignore_index=-100: the mean over the "
-         "labelled positions only",
+accumulated_mlm_losses = Exercise(
+    "accumulated_mlm_losses", reference_accumulated_mlm_losses, accumulation_cases,
+    [Mistake("that is the mean of the micro-batches' means (each mean divided by the number of "
+             "micro-batches): a prediction in a micro-batch with few of them weighs more than one "
+             "in a full micro-batch. Divide each micro-batch's *sum* of token losses by N, the "
+             "number of predictions in the whole batch", own_means(over_micro_batches=True)),
+     Mistake("each micro-batch's own mean, added up, counts the batch k times over and weighs "
+             "micro-batches, not predictions: divide each micro-batch's sum of token losses by "
+             "N, the predictions of the whole batch", own_means()),
+     Mistake("a micro-batch with no prediction has a mean of 0/0 = NaN, which poisons the "
+             "gradients: sum its token losses (0) instead of scaling its mean",
+             own_means(scale_by_share=True)),
+     Mistake("divide by the number of *labelled* positions of the whole batch, not by all of "
+             "its positions", accumulated(lambda y, every: sum(x.numel() for x in every))),
+     Mistake("divide by the predictions of the whole batch, N, not of the micro-batch alone",
+             accumulated(lambda y, every: count(y))),
+     Mistake("divide the sums by N, the number of predictions in the whole batch",
+             accumulated(lambda y, every: 1)),
+     Mistake("when no position of the whole batch is labelled, every loss is 0: divide by "
+             "max(N, 1), not by N = 0", accumulated(lambda y, every: sum(map(count, every)),
+                                                  clamp=False)),
+     Mistake("return a list with one loss per micro-batch (each is backpropagated after its own "
+             "forward pass), not their sum",
+             lambda x, y: sum(reference_accumulated_mlm_losses(x, y)))],
+    hint="N = the labelled positions (label != -100) of all micro-batches together, at least 1; "
+         "for each micro-batch, the sum of its token cross-entropies (0 where the label is -100) "
+         "divided by N; return them as a list of scalar tensors",
+    exact=True,
     forbidden=("bertlab.model.masked_lm", "bertlab.model.BertForMaskedLM.forward",
                "bertlab.model.BertForPreTraining.forward", "bertlab.metrics.pretraining_metrics"))
 
 
-nsp_loss = Exercise(
-    "nsp_loss", lambda logits, is_next: F.cross_entropy(logits, (~is_next).long()),
-    lambda: [Case("batch of 4", (randn(4, 2), torch.tensor([True, False, False, True]))),
-             Case("batch of 1, NotNext", (randn(1, 2), torch.tensor([False]))),
-             Case("all IsNext", (randn(3, 2), torch.ones(3, dtype=torch.bool)))],
-    [Mistake("label 0 is IsNext and 1 is NotNext (BERT's convention): labels = (~is_next).long()",
-             lambda x, is_next: F.cross_entropy(x, is_next.long())),
-     Mistake("average over the batch, don't sum",
-             lambda x, is_next: F.cross_entropy(x, (~is_next).long(), reduction="sum")),
-     Mistake("cross_entropy takes the raw logits: it applies the softmax itself",
-             lambda x, is_next: F.cross_entropy(x.softmax(-1), (~is_next).long()))],
-    hint="F.cross_entropy(logits, labels) with labels 0 for IsNext, 1 for NotNext",
-    forbidden=("bertlab.model.BertForPreTraining.forward", "bertlab.metrics.pretraining_metrics"))
+def sop(segments_a, segments_b, generator, flip=False, above=False, labels_kind="long",
+        nsp=False, keep_second=False):
+    """ALBERT's sentence-order pairs (the keywords change one step, for the mistakes)."""
+    draws = torch.rand(len(segments_a), generator=generator)  # (n,)
+    swap = (draws >= 0.5 if above else draws < 0.5).tolist()
+    n = len(segments_a)
+    firsts, seconds = [], []
+    for i, (a, b, s) in enumerate(zip(segments_a, segments_b, swap)):
+        if nsp:  # NSP's negative: A with another pair's B
+            first, second = a, (segments_b[(i + 1) % n] if s else b)
+        elif keep_second:
+            first, second = (b if s else a), b
+        else:
+            first, second = (b, a) if s else (a, b)
+        firsts.append(first)
+        seconds.append(second)
+    labels = [1 - s if flip else int(s) for s in swap]
+    labels = (torch.tensor(labels, dtype=torch.long) if labels_kind == "long" else
+              torch.tensor(labels).bool() if labels_kind == "bool" else labels)
+    return firsts, seconds, labels
+
+
+def reference_sop_pairs(segments_a, segments_b, generator):
+    return sop(segments_a, segments_b, generator)
+
+
+def sop_cases():
+    def segments(n, lo=1, hi=6):
+        return [torch.randint(5, 100, (int(torch.randint(lo, hi, ())),)).tolist()
+                for _ in range(n)]
+    return [Case("6 pairs", (segments(6), segments(6), torch.Generator().manual_seed(0))),
+            Case("one pair", (segments(1), segments(1), torch.Generator().manual_seed(3))),
+            Case("20 pairs, segments of 1 to 9 tokens", (segments(20, 1, 10), segments(20, 1, 10),
+                                                          torch.Generator().manual_seed(1))),
+            Case("3 pairs, seed 7", (segments(3), segments(3), torch.Generator().manual_seed(7)))]
+
+
+def wrong_sop(**change):
+    return lambda a, b, generator: sop(a, b, generator, **change)
+
+
+sop_pairs = Exercise(
+    "sop_pairs", reference_sop_pairs, sop_cases,
+    [Mistake("label 1 means swapped (out of order) and 0 in order: the true order is class 0, as "
+             "IsNext is in NSP", wrong_sop(flip=True)),
+     Mistake("pair i is swapped where its draw is < 0.5", wrong_sop(above=True)),
+     Mistake("sentence-order prediction keeps a pair's own two segments and swaps their order; "
+             "a B taken from another pair is NSP's negative", wrong_sop(nsp=True)),
+     Mistake("a swapped pair is (B, A): the second segment becomes A, not B again (swap both, "
+             "`first, second = b, a`)", wrong_sop(keep_second=True)),
+     Mistake("labels: a long tensor of 0s and 1s, the class indices cross_entropy takes, not a "
+             "bool tensor", wrong_sop(labels_kind="bool")),
+     Mistake("labels: a long tensor of 0s and 1s (torch.tensor(..., dtype=torch.long)), not a "
+             "list", wrong_sop(labels_kind="list"))],
+    hint="draws = torch.rand(len(segments_a), generator=generator); pair i is (B, A) with label "
+         "1 where draws[i] < 0.5, else (A, B) with label 0; return (firsts, seconds, labels): "
+         "two lists of segments and a (n,) long tensor",
+    returns=("firsts", "seconds", "labels"), exact=True)
 
 
 def reference_cosine_lr_at(step, lr, warmup_steps, total_steps):
@@ -112,12 +207,15 @@ cosine_lr_at = Exercise(
 initial_loss = Answer(
     "initial_loss", lambda: round(math.log(30) + math.log(2), 2), tolerance=0.01,
     hint="a model that knows nothing spreads its probability evenly: the cross-entropy of a "
-         "uniform guess over n classes is ln n; the demo's loss is the MLM loss plus the NSP loss",
-    wrong=[Mistake("that is the MLM loss alone: the demo's loss adds the NSP loss, ln 2",
+         "uniform guess over n classes is ln n; the demo's loss is the MLM loss plus the "
+         "sentence-order loss",
+    wrong=[Mistake("that is the MLM loss alone: the demo's loss adds the sentence-order loss "
+                   "over its 2 classes, ln 2",
                    lambda: round(math.log(30), 2)),
            Mistake("cross-entropy uses the natural log, not log10",
                    lambda: round(math.log10(30) + math.log10(2), 2)),
-           Mistake("that is the NSP loss alone: add the MLM loss over the 30-token vocabulary",
+           Mistake("that is the sentence-order loss alone: add the MLM loss over the 30-token "
+                   "vocabulary",
                    lambda: round(math.log(2), 2)),
            Mistake("the MLM head chooses among all V = 30 ids, not the 20 counting tokens",
                    lambda: round(math.log(20) + math.log(2), 2))])

@@ -4,85 +4,187 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn, randn
+from torch import randn
 
 from .framework import Answer, Case, Exercise, Mistake
 
 
-def pooler_cases():
-    return [Case("batch of 2", (randn(2, 5, 6), nn.Linear(6, 6))),
-            Case("batch of 1, one token", (randn(1, 1, 4), nn.Linear(4, 4)))]
+def padded(hidden, attention_mask, shift=3.0):
+    """hidden with its padding vectors moved up by `shift`: padding that is not left out of a
+    pooling then shows (an encoder's vectors at [PAD] are not zero either)."""
+    return hidden + shift * (1 - attention_mask[..., None].to(hidden.dtype))
 
 
-pooler = Exercise(
-    "pooler", lambda h, dense: torch.tanh(dense(h[:, 0])), pooler_cases,
-    [Mistake("BERT's pooler reads the first token, [CLS], not the mean of all tokens",
-             lambda h, dense: torch.tanh(dense(h.mean(1)))),
-     Mistake("the first token, [CLS], is h[:, 0], not the last one",
-             lambda h, dense: torch.tanh(dense(h[:, -1]))),
-     Mistake("finish with tanh", lambda h, dense: dense(h[:, 0]))],
-    hint="tanh(dense(hidden[:, 0])): the [CLS] vector through a linear layer and tanh",
-    forbidden=("bertlab.model.Pooler.forward",))
+def pool_cases(extra=lambda C: ()):
+    """(hidden (B, T, C), attention_mask (B, T) int64) cases, then `extra(C)` more arguments."""
+    one_real = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]])
+    some_padding = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    return [Case("padding in one row", (padded(randn(2, 5, 6), some_padding), some_padding,
+                                        *extra(6))),
+            Case("a row with one real token", (padded(randn(2, 4, 3), one_real), one_real,
+                                               *extra(3))),
+            Case("batch of 1, no padding", (randn(1, 3, 4), torch.ones(1, 3, dtype=torch.long),
+                                            *extra(4)))]
 
 
-def reference_mean_pool(hidden, attention_mask):  # (B, T, C), (B, T) -> (B, C)
-    mask = attention_mask[..., None].to(hidden.dtype)  # (B, T, 1)
-    return (hidden * mask).sum(1) / mask.sum(1)
+def max_pool_wrong(fill=float("-inf"), use_mask=True, dim=1, values=True):
+    """Masked max pooling with one step changed by the keywords (for the mistakes)."""
+    def pool(hidden, attention_mask):
+        real = attention_mask[..., None].bool() if use_mask else torch.ones_like(hidden).bool()
+        if fill == 0:  # multiplying by the mask
+            masked = hidden * real
+        else:
+            masked = hidden.masked_fill(~real, fill)
+        return masked.amax(dim) if values else masked.max(dim)
+    return pool
 
 
-mean_pool = Exercise(
-    "mean_pool", reference_mean_pool,
-    lambda: [Case("padding in one row", (randn(2, 4, 3), torch.tensor([[1, 1, 0, 0],
-                                                                     [1, 1, 1, 1]]))),
-             Case("batch of 1, no padding", (randn(1, 3, 5), torch.ones(1, 3, dtype=torch.long)))],
-    [Mistake("leave the padding out of the mean: only positions where attention_mask is 1",
-             lambda h, m: h.mean(1)),
-     Mistake("divide by the number of real tokens, not by T",
-             lambda h, m: (h * m[..., None]).sum(1) / h.size(1))],
-    hint="sum the vectors where attention_mask is 1, divide by how many there are")
+reference_masked_max_pool = max_pool_wrong()
+
+masked_max_pool = Exercise(
+    "masked_max_pool", reference_masked_max_pool, pool_cases,
+    [Mistake("leave the padding out of the max: only positions where attention_mask is 1 count "
+             "(padding vectors are not zero)", max_pool_wrong(use_mask=False)),
+     Mistake("multiplying by the mask makes the padding 0, and 0 wins every feature that is "
+             "negative at all the real tokens: fill the padding with -inf before the max",
+             max_pool_wrong(fill=0)),
+     Mistake("the max runs over the tokens (dim=1), one value per feature: (B, T, C) -> (B, C)",
+             max_pool_wrong(dim=-1)),
+     Mistake("hidden.max(dim=1) returns (values, indices): take .values, or use amax",
+             max_pool_wrong(values=False))],
+    hint="masked_fill the padding positions (attention_mask == 0) with -inf, then the max over "
+         "dim=1 (.amax(1) or .max(1).values)")
 
 
-def reference_classification_head(pooled, weight, bias, labels=None):
-    logits = pooled @ weight.T + bias  # (B, C) @ (C, K) -> (B, K)
-    return logits, None if labels is None else F.cross_entropy(logits, labels)
+def attention_pool_wrong(mask_scores=True, mask_after=False, dim=-1, scale=False):
+    """Attention pooling with one step changed by the keywords (for the mistakes)."""
+    def pool(hidden, attention_mask, query):
+        scores = hidden @ query  # (B, T)
+        if scale:
+            scores = scores / hidden.size(-1) ** 0.5
+        real = attention_mask.bool()  # (B, T)
+        if mask_scores:
+            scores = scores.masked_fill(~real, float("-inf"))
+        weights = scores.softmax(dim)  # (B, T)
+        if mask_after:
+            weights = weights * real
+        return (weights[..., None] * hidden).sum(1), weights  # (B, C), (B, T)
+    return pool
 
 
-classification_head = Exercise(
-    "classification_head", reference_classification_head,
-    lambda: [Case("batch of 4, 3 classes", (randn(4, 6), randn(3, 6), randn(3),
-                                            torch.tensor([0, 2, 1, 2]))),
-             Case("no labels", (randn(2, 6), randn(3, 6), randn(3))),
-             Case("batch of 1, 2 classes", (randn(1, 4), randn(2, 4), randn(2),
-                                            torch.tensor([1])))],
-    [Mistake("cross_entropy takes the raw logits: it applies the softmax itself",
-             lambda x, w, b, y=None: (x @ w.T + b, None if y is None else F.cross_entropy(
-                 (x @ w.T + b).softmax(-1), y))),
-     Mistake("average the loss over the batch, don't sum",
-             lambda x, w, b, y=None: (x @ w.T + b, None if y is None else F.cross_entropy(
-                 x @ w.T + b, y, reduction="sum"))),
-     Mistake("add the bias", lambda x, w, b, y=None: reference_classification_head(
-         x, w, torch.zeros_like(b), y))],
-    hint="logits = pooled @ weight.T + bias (weight is (K, C) like nn.Linear's); loss = "
-         "F.cross_entropy(logits, labels), or None without labels",
-    returns=("logits", "loss"),
-    forbidden=("bertlab.model.BertForSequenceClassification.forward",))
+reference_attention_pool = attention_pool_wrong()
+
+attention_pool = Exercise(
+    "attention_pool", reference_attention_pool, lambda: pool_cases(lambda C: (randn(C),)),
+    [Mistake("padding gets attention: set the scores where attention_mask is 0 to -inf before "
+             "the softmax", attention_pool_wrong(mask_scores=False)),
+     Mistake("zeroing the padding's weights after the softmax leaves weights that do not sum to "
+             "1: mask the scores before the softmax instead",
+             attention_pool_wrong(mask_scores=False, mask_after=True)),
+     Mistake("the softmax runs over the tokens of each sequence (dim=-1), not over the batch",
+             attention_pool_wrong(dim=0)),
+     Mistake("the scores are the plain dot products h_t · query: no 1/sqrt(C) here",
+             attention_pool_wrong(scale=True))],
+    hint="scores = hidden @ query (B, T); -inf where attention_mask is 0; weights = softmax over "
+         "dim=-1; pooled = (weights[..., None] * hidden).sum(1); return (pooled, weights)",
+    returns=("pooled", "weights"),
+    forbidden=("bertlab.attention.scaled_dot_product_attention",))
 
 
-accuracy = Exercise(
-    "accuracy", lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
-    lambda: [Case("5 examples, 3 classes", (torch.tensor([[2.0, 1, 0], [0, 3, 1], [1, 0, 4],
-                                                           [5, 0, 1], [0, 1, 0.5]]),
-                                             torch.tensor([0, 1, 1, 1, 2]))),
-             Case("one example, right", (torch.tensor([[0.1, 0.9]]), torch.tensor([1]))),
-             Case("two classes, 4 examples", (randn(4, 2), torch.tensor([0, 1, 1, 0])))],
-    [Mistake("return the fraction right (a float between 0 and 1), not the count",
-             lambda x, y: (x.argmax(-1) == y).sum().item()),
-     Mistake("the predicted class is the argmax over the classes (dim=-1)",
-             lambda x, y: (x.argmin(-1) == y).float().mean().item()),
-     Mistake("return a Python float (`.item()`), not a 0-d tensor",
-             lambda x, y: (x.argmax(-1) == y).float().mean())],
-    hint="(logits.argmax(-1) == labels).float().mean().item()", exact=True,
-    forbidden=("bertlab.metrics.class_accuracy",))
+def balanced_wrong(weigh=lambda n: 1 / n, divide="weights", softmax_first=False):
+    """The class-balanced cross-entropy with one step changed by the keywords (for the
+    mistakes): each example's loss weighted by weigh(n of its class in the batch), the sum
+    divided by the sum of the weights, N, or K."""
+    def loss(logits, labels):
+        counts = torch.bincount(labels, minlength=logits.size(-1)).to(logits.dtype)  # (K,)
+        weights = weigh(counts[labels])  # (N,): each example's weight
+        scores = logits.softmax(-1) if softmax_first else logits
+        losses = F.cross_entropy(scores, labels, reduction="none")  # (N,)
+        total = (weights * losses).sum()
+        return total / {"weights": weights.sum(), "N": labels.numel(),
+                        "K": logits.size(-1)}[divide]
+    return loss
+
+
+reference_balanced_cross_entropy = balanced_wrong()
+
+
+def balanced_cases():
+    return [Case("imbalanced: 5, 1 and 2 examples of 3 classes",
+                 (randn(8, 3), torch.tensor([0, 0, 1, 0, 2, 0, 2, 0]))),
+            Case("a class absent from the batch (4 classes, 2 present)",
+                 (randn(5, 4), torch.tensor([0, 3, 3, 3, 0]))),
+            Case("balanced: 2 of each class", (randn(4, 2), torch.tensor([0, 1, 1, 0]))),
+            Case("one example", (randn(1, 3), torch.tensor([2])))]
+
+
+balanced_cross_entropy = Exercise(
+    "balanced_cross_entropy", reference_balanced_cross_entropy, balanced_cases,
+    [Mistake("weight each example by 1 / (the number of examples of its class in the batch): "
+             "plain cross-entropy lets the frequent class dominate",
+             balanced_wrong(weigh=torch.ones_like)),
+     Mistake("the weight is inverse to the class's frequency, 1/n: the rare class must count "
+             "more, not less", balanced_wrong(weigh=lambda n: n)),
+     Mistake("divide the weighted sum by the sum of the weights (the number of classes in the "
+             "batch), not by the number of examples N", balanced_wrong(divide="N")),
+     Mistake("average over the classes that occur in the batch: a class with no examples has "
+             "no loss to count, so divide by the sum of the weights, not by K",
+             balanced_wrong(divide="K")),
+     Mistake("F.cross_entropy takes the raw logits: it applies the log-softmax itself",
+             balanced_wrong(softmax_first=True))],
+    hint="n = torch.bincount(labels, minlength=K); w = 1 / n[labels]; losses = "
+         "F.cross_entropy(logits, labels, reduction='none'); return (w * losses).sum() / w.sum()")
+
+
+def macro_f1_wrong(over="present"):
+    """Macro-F1 of the argmax predictions, averaged over the classes `over` names (for the
+    mistakes: "all" K, only the "predicted" ones, only the "labelled" ones)."""
+    def score(logits, labels):
+        predictions = logits.argmax(-1)
+        f1s = []
+        for k in range(logits.size(-1)):
+            tp = int(((predictions == k) & (labels == k)).sum())
+            fp = int(((predictions == k) & (labels != k)).sum())
+            fn = int(((predictions != k) & (labels == k)).sum())
+            predicted, labelled = tp + fp > 0, tp + fn > 0
+            keep = {"present": predicted or labelled, "all": True, "predicted": predicted,
+                    "labelled": labelled}[over]
+            if keep:
+                f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+        return sum(f1s) / len(f1s)
+    return score
+
+
+reference_macro_f1 = macro_f1_wrong()
+
+
+def macro_f1_cases():
+    return [Case("3 classes, class 2 never predicted",
+                 (torch.tensor([[2.0, 1, 0], [0, 3, 1], [1, 0, 0.5], [0, 2, 1], [3, 0, 1],
+                                [1, 2, 0]]), torch.tensor([0, 1, 2, 1, 0, 2]))),
+            Case("4 classes, class 3 neither in the labels nor predicted",
+                 (torch.tensor([[2.0, 0, 1, -1], [0, 1, 3, -1], [1, 2, 0, -1], [0, 0, 4, -1],
+                                [5, 1, 0, -1]]), torch.tensor([0, 2, 1, 2, 1]))),
+            Case("class 1 predicted, never in the labels",
+                 (torch.tensor([[0.0, 1], [1, 0], [0, 2], [3, 1]]), torch.tensor([0, 0, 0, 0]))),
+            Case("always class 0, balanced labels: the 'always comedy' model",
+                 (torch.tensor([[1.0, 0, 0]] * 6), torch.tensor([0, 1, 2, 0, 1, 2]))),
+            Case("all right", (torch.tensor([[0.0, 2], [1, 0], [0, 1]]), torch.tensor([1, 0, 1])))]
+
+
+macro_f1 = Exercise(
+    "macro_f1", reference_macro_f1, macro_f1_cases,
+    [Mistake("that is the accuracy (micro-F1): compute F1 for each class, then average the "
+             "classes' F1s", lambda x, y: (x.argmax(-1) == y).float().mean().item()),
+     Mistake("leave out a class that is neither in the labels nor predicted (its F1 is 0/0); "
+             "average over the others", macro_f1_wrong(over="all")),
+     Mistake("a class in the labels that is never predicted counts, with F1 0: average over the "
+             "classes in the labels or the predictions", macro_f1_wrong(over="predicted")),
+     Mistake("a class that is predicted but never in the labels counts too, with F1 0 (all its "
+             "predictions are false positives)", macro_f1_wrong(over="labelled"))],
+    hint="predictions = logits.argmax(-1); for each class k with any TP + FP + FN: F1_k = 2TP / "
+         "(2TP + FP + FN); return the mean of those F1s as a float", exact=True,
+    forbidden=("bertlab.metrics.span_scores",))
 
 
 head_parameters = Answer(

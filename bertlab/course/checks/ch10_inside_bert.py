@@ -9,51 +9,126 @@ import torch
 from .framework import Answer, Case, Exercise, Mistake, probabilities
 
 
-def reference_attention_entropy(weights):  # (B, H, Tq, Tk) -> (B, H)
-    return -torch.special.xlogy(weights, weights).sum(-1).mean(-1)  # 0 log 0 = 0
+def padded_attention(B, H, T, lengths):
+    """Random attention weights (B, H, T, T) as a model gives them for sequences of `lengths`
+    real tokens, padded to T: no weight on the padding keys. Returns (weights, attention_mask)."""
+    attention_mask = (torch.arange(T) < torch.tensor(lengths)[:, None]).long()  # (B, T)
+    scores = (2 * torch.randn(B, H, T, T)).masked_fill(attention_mask[:, None, None, :] == 0,
+                                                       float("-inf"))
+    return scores.softmax(-1), attention_mask
 
 
-def one_hot_rows():
-    weights = probabilities(1, 2, 3, 3)
-    weights[0, 0] = torch.eye(3)
-    return weights
+def over_real_queries(values, attention_mask, real=True):
+    """values (B, ..., T), one per query -> (B, ...): their mean over the real queries (with
+    `real=False`, over all T, padding included)."""
+    if not real:
+        return values.mean(-1)
+    mask = attention_mask.to(values.dtype).view(-1, *[1] * (values.dim() - 2), values.size(-1))
+    return (values * mask).sum(-1) / mask.sum(-1)
 
 
-attention_entropy = Exercise(
-    "attention_entropy", reference_attention_entropy,
-    lambda: [Case("(2, 3, 4, 4)", (probabilities(2, 3, 4, 4),)),
-             Case("one-hot rows (0 log 0)", (one_hot_rows(),)),
-             Case("uniform rows, Tq=2 != Tk=5", (torch.full((1, 1, 2, 5), 0.2),))],
-    [Mistake("0 · log 0 gives NaN in torch: count it as 0 (torch.special.xlogy(p, p) does)",
-             lambda w: -(w * w.log()).sum(-1).mean(-1)),
-     Mistake("use the natural log (nats), not log2",
-             lambda w: reference_attention_entropy(w) / math.log(2)),
-     Mistake("average over the queries, don't sum",
-             lambda w: -torch.special.xlogy(w, w).sum(-1).sum(-1)),
-     Mistake("each *row* (one query's weights over the keys) is a distribution: sum over dim=-1",
-             lambda w: -torch.special.xlogy(w, w).sum(-2).mean(-1))],
-    hint="H(row) = -Σ p log p over the keys (dim=-1), 0 log 0 = 0; then the mean over queries")
+def distance_wrong(signed=False, real=True, by_T=False, keys=False):
+    """The mean attention distance with one step changed (with none, the reference)."""
+    def attention_distance(weights, attention_mask):
+        position = torch.arange(weights.size(-1))
+        offset = position[None, :] - position[:, None]  # (T, T): key j - query i
+        distance = (offset if signed else offset.abs()).to(weights.dtype)
+        weighted = weights * distance  # (B, H, T, T)
+        per_query = weighted.sum(-2) if keys else weighted.sum(-1)  # (B, H, T)
+        if by_T:
+            mask = attention_mask[:, None, :].to(weights.dtype)
+            return (per_query * mask).sum(-1) / weights.size(-1)
+        return over_real_queries(per_query, attention_mask, real)  # (B, H)
+    return attention_distance
 
 
-def reference_attention_to(weights, input_ids, token_id):  # (B, H, T, T), (B, T) -> (B, H)
-    is_token = (input_ids == token_id).to(weights.dtype)  # (B, T)
-    return (weights * is_token[:, None, None, :]).sum(-1).mean(-1)
+reference_attention_distance = distance_wrong()
 
 
-def attention_to_cases():
-    ids = torch.tensor([[101, 7, 8, 102, 9, 102], [101, 5, 102, 6, 6, 102]])
-    return [Case("[SEP] twice in each sequence", (probabilities(2, 3, 6, 6), ids, 102)),
-            Case("[CLS], batch of 1", (probabilities(1, 2, 6, 6), ids[:1], 101)),
-            Case("a token that is not there", (probabilities(1, 2, 6, 6), ids[:1], 999))]
+def distance_cases():
+    def previous_token_head(T, length):
+        """One head in which every real query but the first puts all its weight on key i-1."""
+        weights = torch.zeros(1, 1, T, T)
+        weights[0, 0, 0, 0] = 1.0
+        for i in range(1, T):
+            weights[0, 0, i, min(i, length) - 1] = 1.0
+        return weights, (torch.arange(T) < length).long()[None]
+    return [Case("(2, 3, 6, 6), the second sequence padded after 4 tokens",
+                 padded_attention(2, 3, 6, [6, 4])),
+            Case("batch of 1, no padding", padded_attention(1, 2, 5, [5])),
+            Case("3 sequences of 4, 2 and 1 real tokens", padded_attention(3, 2, 4, [4, 2, 1])),
+            Case("one-hot: every query on key i-1, 2 [PAD]", previous_token_head(6, 4)),
+            Case("one-hot: every query on itself (distance 0)",
+                 (torch.eye(4).expand(2, 3, 4, 4).clone(), torch.tensor([[1, 1, 1, 1],
+                                                                         [1, 1, 0, 0]])))]
 
 
-attention_to = Exercise(
-    "attention_to", reference_attention_to, attention_to_cases,
-    [Mistake("the token is a *key*: select the columns (last axis), not the query rows",
-             lambda w, ids, t: (w * (ids == t).to(w.dtype)[:, None, :, None]).sum(-1).mean(-1)),
-     Mistake("average over the queries, don't sum",
-             lambda w, ids, t: (w * (ids == t).to(w.dtype)[:, None, None, :]).sum((-1, -2)))],
-    hint="mask the keys holding token_id, sum each query's weights on them, mean over queries")
+attention_distance = Exercise(
+    "attention_distance", reference_attention_distance, distance_cases,
+    [Mistake("average over the real queries only: a padding query (attention_mask 0) is not a "
+             "token of the text, and its row must not count",
+             distance_wrong(real=False)),
+     Mistake("the distance is |i - j|, without a sign: a key two places to the left is as far "
+             "as one two places to the right, and signed distances cancel out",
+             distance_wrong(signed=True)),
+     Mistake("divide by the number of real queries of each sequence (attention_mask.sum), not "
+             "by T", distance_wrong(by_T=True)),
+     Mistake("each query's row (dim=-1, over the keys) is its distribution: sum w_ij·|i - j| "
+             "over the keys j, then average over the queries i",
+             distance_wrong(keys=True))],
+    hint="d_i = Σ_j w_ij·|i - j| (sum over the keys, dim=-1), then the mean of d_i over the "
+         "queries i with attention_mask 1, per sequence and head: (B, H)")
+
+
+def entropy(p):  # (..., T) -> (...): -Σ p log p, 0 log 0 = 0
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def divergence_wrong(nan=False, real=True, halve=True, bits=False):
+    """The heads' Jensen-Shannon divergences with one step changed (with none, the
+    reference)."""
+    def head_divergence(weights, attention_mask):
+        p, q = weights[:, :, None], weights[:, None]  # (B, H, 1, T, T), (B, 1, H, T, T)
+        m = (p + q) / 2
+        if nan:  # ½ KL(p ‖ m) + ½ KL(q ‖ m) with p / m: 0 / 0 where both heads give 0
+            js = ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)) / 2
+        else:
+            js = entropy(m) - (entropy(p) + entropy(q)) / (2 if halve else 1)  # (B, H, H, T)
+        js = js / math.log(2) if bits else js
+        return over_real_queries(js, attention_mask, real)  # (B, H, H)
+    return head_divergence
+
+
+reference_head_divergence = divergence_wrong()
+
+
+def divergence_cases():
+    one_hot = torch.zeros(1, 3, 4, 4)
+    one_hot[0, 0] = torch.eye(4)  # head 0: each query on itself
+    one_hot[0, 1] = torch.eye(4)  # head 1: the same as head 0
+    one_hot[0, 2] = torch.eye(4).roll(1, 0)  # head 2: each query on another key
+    return [Case("(2, 3, 5, 5), the second sequence padded after 3 tokens",
+                 padded_attention(2, 3, 5, [5, 3])),
+            Case("batch of 1, 4 heads, no padding", padded_attention(1, 4, 6, [6])),
+            Case("3 sequences of 4, 4 and 1 real tokens", padded_attention(3, 2, 4, [4, 4, 1])),
+            Case("one-hot rows: two heads alike (0), one apart (log 2)",
+                 (one_hot, torch.ones(1, 4, dtype=torch.long)))]
+
+
+head_divergence = Exercise(
+    "head_divergence", reference_head_divergence, divergence_cases,
+    [Mistake("where both heads give a key 0 weight (a padding key, a one-hot row), p·log(p/m) "
+             "is 0·log(0/0) = NaN (and so is F.kl_div of m.log()): write JS = H(m) - (H(p) + "
+             "H(q))/2, with H from torch.special.xlogy (0 log 0 = 0)", divergence_wrong(nan=True)),
+     Mistake("average over the real queries only: a padding query (attention_mask 0) is not a "
+             "token of the text, and its row must not count", divergence_wrong(real=False)),
+     Mistake("subtract the *mean* of the two heads' entropies: JS = H(m) - (H(p) + H(q))/2",
+             divergence_wrong(halve=False)),
+     Mistake("use the natural log (nats, like the entropy above), not log2: JS is at most "
+             "log 2 = 0.69", divergence_wrong(bits=True))],
+    hint="p = weights[:, :, None], q = weights[:, None] (every pair of heads), m = (p + q)/2; "
+         "JS = H(m) - (H(p) + H(q))/2 per query, H(p) = -Σ p log p over the keys (0 log 0 = 0); "
+         "then the mean over the real queries: (B, H, H)")
 
 
 def rollout_wrong(heads=lambda w: w.mean(1), fixed=None, backwards=False, every=True):
@@ -80,6 +155,8 @@ def rollout_cases():
             Case("2 layers as a tuple, batch of 1", ((probabilities(1, 2, 3, 3),
                                                       probabilities(1, 2, 3, 3)),)),
             Case("residual 0.9", ([probabilities(2, 2, 4, 4) for _ in range(2)], 0.9)),
+            Case("3 layers as a tuple, residual 0.3", (tuple(probabilities(2, 3, 4, 4)
+                                                             for _ in range(3)), 0.3)),
             Case("residual 0: attention alone", ([probabilities(1, 2, 4, 4) for _ in range(3)],
                                                  0.0)),
             Case("residual 1: the identity", ([probabilities(1, 2, 3, 3) for _ in range(2)],
@@ -137,8 +214,8 @@ def busiest_cls_layer():
     with torch.no_grad():
         out = model(input_ids, token_type_ids=torch.tensor([encoding.type_ids]),
                     output_attentions=True)
-    cls = tokenizer.token_to_id("[CLS]")
-    shares = [reference_attention_to(w, input_ids, cls)[0].mean().item() for w in out.attentions]
+    assert encoding.tokens[0] == "[CLS]"  # key 0, the only [CLS]
+    shares = [w[0, :, :, 0].mean().item() for w in out.attentions]  # over queries and heads
     return max(range(len(shares)), key=shares.__getitem__)
 
 
