@@ -492,7 +492,8 @@ def plot_metrics(path_or_records, smooth: int = 1) -> Figure:
                     ax.plot(steps, values, "o-", label=f"{key} (eval)")
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)  # under the panel, off the curves
     return fig
 
 
@@ -522,5 +523,5 @@ def learning_curve(table, metric: str = "accuracy", chance: float | None = None)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training examples")
     ax.set_ylabel(metric)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside, off the bars
     return ax.figure
