@@ -458,6 +458,53 @@ def neuron_view_widget(queries, keys, tokens, layer: int = 0, head: int = 0,
     return NeuronView(queries, keys, tokens, layer=layer, head=head, query=query)
 
 
+# ----------------------------------------------------------------------------- the model
+
+def architecture(tokens=("[CLS]", "my", "dog", "[SEP]", "he", "barks", "[SEP]"),
+                 num_layers: int = 12) -> Figure:
+    """BERT at a glance, bottom to top: the input tokens; token + segment + position embeddings,
+    summed; the stack of encoder layers (self-attention, then feed-forward, each with a residual
+    and LayerNorm); one output vector per token; the heads that read them."""
+    T = len(tokens)
+    segments = np.cumsum([0] + [t == "[SEP]" for t in tokens[:-1]]).clip(max=1)
+    fig = new_figure(9, 6)
+    ax = fig.add_subplot()
+    ax.set(xlim=(-2.6, T), ylim=(-0.6, 9.4))
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color, fontsize=9):
+        ax.add_patch(plt.Rectangle((x, y), w, h, facecolor=color, edgecolor="0.3"))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize)
+
+    for i, token in enumerate(tokens):
+        box(i + 0.05, 0, 0.9, 0.6, token, "white")
+        for row, (name, color) in enumerate((("E_" + token.strip("[]").lower()[:5], "#fde0c5"),
+                                             (f"E_{'AB'[segments[i]]}", "#d6ecd2"),
+                                             (f"E_{i}", "#dce6f5"))):
+            box(i + 0.05, 1 + row * 0.55, 0.9, 0.5, name, color, fontsize=7)
+        box(i + 0.05, 7.2, 0.9, 0.6, f"h_{i}", "#eeeeee", fontsize=8)
+    for row, label in enumerate(("token", "segment", "position")):
+        ax.text(-0.1, 1.25 + row * 0.55, label, ha="right", va="center", fontsize=8)
+    ax.text(-0.1, 3.0, "sum, LayerNorm,\ndropout", ha="right", va="center", fontsize=8)
+    box(0.05, 2.8, T - 0.1, 0.4, "+", "white")
+    box(0.05, 3.5, T - 0.1, 3.4, "", "#f3eefa")
+    box(0.3, 5.5, T - 0.6, 0.9, "feed-forward  C → 4C → C, GELU   (+ residual, LayerNorm)",
+        "white")
+    box(0.3, 4.0, T - 0.6, 0.9, "multi-head self-attention: every token reads every token   "
+        "(+ residual, LayerNorm)", "white")
+    ax.text(-0.1, 5.2, f"encoder layer\n× {num_layers}\n(no weights\nshared)", ha="right",
+            va="center", fontsize=8)
+    heads = [(0, 1, "pooler:\nNSP or\na class"),
+             (1, 3, "MLM: the vocabulary at\nthe masked tokens"),
+             (4, T - 4, "tags per token, or a\nspan's start and end")]
+    for start, width, text in heads:
+        box(start + 0.05, 8.3, width - 0.1, 0.9, text, "#fff6bf", fontsize=8 if width > 1 else 7)
+    ax.text(-0.1, 8.75, "task heads", ha="right", va="center", fontsize=8)
+    ax.set_title("BERT: a Transformer encoder, pretrained (MLM + NSP), then fine-tuned with a "
+                 "small head", fontsize=10)
+    return fig
+
+
 # ----------------------------------------------------------------------------- training curves
 
 def moving_average(values: list[float], window: int) -> np.ndarray:

@@ -282,3 +282,14 @@ def test_learning_curve_means_and_spreads_over_seeds():
                                                                    "scratch"]
     with pytest.raises(ValueError, match="seed"):
         viz.learning_curve([{"start": "scratch", "examples": 10, "accuracy": 0.5}])
+
+
+def test_the_architecture_figure_draws_each_tokens_three_embeddings_and_names_every_part():
+    fig = viz.architecture(("[CLS]", "a", "[SEP]", "b", "[SEP]"), num_layers=6)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert [t for t in texts if t in ("[CLS]", "a", "[SEP]", "b")] == ["[CLS]", "a", "[SEP]", "b",
+                                                                      "[SEP]"]
+    assert [t for t in texts if t in ("E_A", "E_B")] == ["E_A"] * 3 + ["E_B"] * 2  # A up to [SEP]
+    assert [t for t in texts if t.startswith("h_")] == [f"h_{i}" for i in range(5)]
+    for part in ("× 6", "multi-head self-attention", "feed-forward", "MLM", "pooler"):
+        assert any(part in t for t in texts), part
