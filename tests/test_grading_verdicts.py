@@ -109,6 +109,17 @@ def test_a_hidden_call_of_a_kind_the_visible_check_never_runs_is_named():
         "dict(str=tensor(int64, 1d), str=tuple(int, int, str))")
 
 
+def test_a_reply_too_big_for_a_students_kernel_is_measured_before_grading():
+    import torch
+
+    from bertlab.course.grading import plain
+    from bertlab.course.grading.grader import MAX_REPLY_BYTES, reply_bytes
+
+    small = {"output": plain.encode(torch.ones(8)), "after": [[None], {"$dict": []}]}
+    big = {"output": plain.encode(torch.ones(1 << 20)), "after": [[None], {"$dict": []}]}
+    assert reply_bytes([small] * 3) < 1000 < MAX_REPLY_BYTES < reply_bytes([big, small])
+
+
 def test_forbidden_calls_answers_and_partial_credit_score_as_the_checks_say(tmp_path):
     """Each recorded call is a case (2 of 3 right earns 2/3 of the points); a call of a callable
     the exercise forbids fails its case; an Answer's value is graded with its tolerance; bertlab's

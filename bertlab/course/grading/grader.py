@@ -534,12 +534,22 @@ def record_solution(assignment: Assignment, limits: Limits, log: Path,
                       f"{problems[0]}", file=sys.stderr)
                 continue
             recorded[i] = calls
+            if reply_bytes(calls) > MAX_REPLY_BYTES:
+                print(f"warning: {assignment.name}: {cell.label}'s calls return "
+                      f"{reply_bytes(calls) / 2**20:.1f} MiB, more than the "
+                      f"{MAX_REPLY_BYTES >> 20} MiB a student's kernel may send back: every "
+                      "submission will fail it; give its calls smaller inputs", file=sys.stderr)
             for case in unchecked(calls):
                 print(f"warning: {assignment.name}: {cell.label}'s hidden tests call {case}, "
                       "a kind of case its visible check never runs", file=sys.stderr)
     log.with_suffix(".calls.json").write_text(json.dumps(
         {assignment.cells[i].label: calls for i, calls in recorded.items()}, indent=1))
     return recorded
+
+
+def reply_bytes(calls: list[dict]) -> int:
+    """About what a student's kernel sends back for these calls: their outputs and inputs after."""
+    return len(json.dumps([[c.get("output"), c.get("after")] for c in calls]))
 
 
 def checksum(submission: Submission, limits: Limits, isolate: bool) -> str:
