@@ -151,10 +151,10 @@ def test_bertlab_check_runs_a_students_notebook_to_the_end_and_says_what_would_s
     assert main(["check", str(path)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("✗ softmax-test (3 points): ✗ softmax: 1/3 cases passed")
-    assert out[1] == "✓ budget-test (1 points): ✓ budget: right"
-    assert out[2] == ("✗ padding-mask-test (1 points): ✗ padding_mask: not implemented yet — "
+    assert out[1] == "✓ budget-test (1 point): ✓ budget: right"
+    assert out[2] == ("✗ padding-mask-test (1 point): ✗ padding_mask: not implemented yet — "
                       "replace the `raise NotImplementedError` line with your code")
-    assert out[3].startswith("✗ softmax-graded (1 points): the cell raised CheckFailed: ✗ softmax")
+    assert out[3].startswith("✗ softmax-graded (1 point): the cell raised CheckFailed: ✗ softmax")
     assert out[4] == "1 of 4 graded cells would score: 1 of 6 points"
 
 

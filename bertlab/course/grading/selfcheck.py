@@ -32,7 +32,8 @@ class Verdict:
 
     def line(self) -> str:
         mark = {True: "✓", False: "✗", None: "·"}[self.scores]
-        return f"{mark} {self.grade_id} ({self.points:g} points): {self.message}"
+        unit = "point" if self.points == 1 else "points"
+        return f"{mark} {self.grade_id} ({self.points:g} {unit}): {self.message}"
 
 
 def checks_called(source: str) -> list[str]:
