@@ -139,7 +139,7 @@ function heatmap(tokens, cell = 22) {
       }
     }
     context.font = "12px sans-serif";
-    context.fillStyle = "black";
+    context.fillStyle = getComputedStyle(canvas).color || "black"; // the theme's text colour
     context.textAlign = "right";
     context.textBaseline = "middle";
     tokens.forEach((token, i) => {
