@@ -187,6 +187,7 @@ def finetune(args, task: str, start: str, size: str, seed: int, lr: float) -> di
         except (ValueError, FloatingPointError) as e:
             sys.exit(f"{output.getvalue()[-2000:]}\n{settings} failed: {e}")
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["init"] = start  # the start's name: its path would be this machine's
     return results
 
 
