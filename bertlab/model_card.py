@@ -111,7 +111,7 @@ def plot_curves(history: list[dict], path: Path) -> bool:
         from .viz import plot_metrics
     except ImportError:
         return False
-    plot_metrics(history, smooth=20).savefig(path, dpi=80)
+    plot_metrics(history, smooth=20).savefig(path)  # at the figure's 100 dpi
     return True
 
 
