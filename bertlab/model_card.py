@@ -156,9 +156,8 @@ def write_model_card(out: Path, runs: list[dict], device: torch.device, held_out
     minutes = sum(r["wall_seconds"] for r in runs) / 60
     evals = [row for row in history if row["split"] == "eval"]
     nsp = all("nsp_acc" in r for r in evals)  # False after --no-nsp
-    columns = {"MLM accuracy": "mlm_acc", "NSP accuracy": "nsp_acc", "loss": "loss"}
-    if not nsp:
-        del columns["NSP accuracy"]
+    columns = {"MLM accuracy": "mlm_acc", **({"NSP accuracy": "nsp_acc"} if nsp else {}),
+               "loss": "loss"}
     table = "\n".join("| " + " | ".join([str(r["step"])] + [
         f"{r[k]:.3f}" if k == "loss" else f"{r[k]:.1%}" for k in columns.values()]) + " |"
         for r in evals)

@@ -83,7 +83,7 @@ def test_a_hidden_call_of_a_kind_the_visible_check_never_runs_is_named():
     import torch
 
     from bertlab.course.grading import plain
-    from bertlab.course.grading.verdicts import unchecked
+    from bertlab.course.grading.verdicts import cases, unchecked
 
     def call(*args, visible, **kwargs):
         return {"name": "f", "visible": visible,
@@ -93,13 +93,13 @@ def test_a_hidden_call_of_a_kind_the_visible_check_never_runs_is_named():
             call(torch.ones(1, 1), [], (0, 1), visible=True)]
     values = [call(torch.zeros(5, 7), [3], (4, 2, 0), visible=False),
               call(torch.ones(9, 1), [], (1, 1), visible=False)]
-    assert unchecked(seen + values) == []
+    assert unchecked(cases(seen + values)) == []
     kinds = [call(torch.ones(2, 3, 4), [1], (0,), visible=False),  # a rank never run
              call(torch.ones(2, 3, dtype=torch.bool), [1], (0,), visible=False),
              call(torch.ones(2, 3), [1.5], (0,), visible=False),
              call(torch.ones(2, 3), [1], (0,), visible=False, unk="[UNK]"),
              call(torch.ones(2, 3), None, (0,), visible=False)]
-    assert unchecked(seen + kinds) == [
+    assert unchecked(cases(seen + kinds)) == [
         "f(tensor(bool, 2d), list[int], tuple[int])",
         "f(tensor(float32, 2d), None, tuple[int])",
         "f(tensor(float32, 2d), list[float], tuple[int])",

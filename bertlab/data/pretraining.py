@@ -148,14 +148,18 @@ def random_span(store: TokenStore, documents: np.ndarray, exclude: int, target: 
     return int(start), int(end - start)
 
 
+def segment_starts(store: TokenStore, d: int) -> list[int]:
+    """Where each segment of store document d starts in store.tokens, and where the last ends."""
+    return store.segments[store.documents[d]:store.documents[d + 1] + 1].tolist()
+
+
 def create_instances_from_document(store: TokenStore, documents: np.ndarray, index: int,
                                    max_seq_len: int, short_seq_prob: float, rng: random.Random,
                                    recipe: str = "course") -> list[tuple[int, int, int, int, bool]]:
     """The NSP pairs of store document documents[index], in order, as (a_start, b_start, a_len,
     b_len, is_random_next): A is store.tokens[a_start:a_start + a_len], B likewise."""
     max_num_tokens = max_seq_len - 3  # room for [CLS] A [SEP] B [SEP]
-    d = documents[index]
-    starts = store.segments[store.documents[d]:store.documents[d + 1] + 1].tolist()  # (n + 1,)
+    starts = segment_starts(store, documents[index])  # (n + 1,)
     n = len(starts) - 1  # segments; segment s is tokens[starts[s]:starts[s + 1]]
     target = target_length(max_num_tokens, short_seq_prob, rng)
     pairs = []
@@ -185,8 +189,7 @@ def create_spans_from_document(store: TokenStore, documents: np.ndarray, index: 
     of consecutive segments of about `max_seq_len - 2` tokens, each one [CLS] A [SEP] (trimmed
     at its end to fit), as (a_start, a_start + a_len, a_len, 0, False): no B, no NSP label."""
     max_num_tokens = max_seq_len - 2  # room for [CLS] A [SEP]
-    d = documents[index]
-    starts = store.segments[store.documents[d]:store.documents[d + 1] + 1].tolist()  # (n + 1,)
+    starts = segment_starts(store, documents[index])  # (n + 1,)
     n, c, spans = len(starts) - 1, 0, []
     target = target_length(max_num_tokens, short_seq_prob, rng)
     while c < n:

@@ -72,7 +72,7 @@ from .kernel import Limits
 from .manual import apply_manual_scores, read_manual_scores
 from .reports import Reports, Result, safe_name
 from .sandbox import CONNECTION, HOME, SOCKETS, Sandbox, bwrap, stubbed_package
-from .verdicts import unchecked, verdicts
+from .verdicts import cases, unchecked, verdicts
 
 MAX_REPLY_BYTES = 4 << 20  # a bigger message ends the connection: the kernel counts as dead
 MAX_RECORDING_BYTES = 1 << 30  # of the calls the solution's tests make (inputs are big models)
@@ -511,7 +511,7 @@ def record_solution(assignment: Assignment, limits: Limits, log: Path,
     record, for each test of the course's own, the calls it makes of the solution's functions,
     on torch's random numbers from a seed drawn now. A test whose inputs are not plain data
     stays in the student's kernel (a warning says so)."""
-    names, seed, recorded = assignment.solution_names, secrets.randbelow(1 << 62), {}
+    names, seed, recorded, kinds = assignment.solution_names, secrets.randbelow(1 << 62), {}, {}
     with Kernel(limits, log, isolate, student=False) as kernel:
         for i, cell in enumerate(assignment.cells):
             if cell.calls_checks:
@@ -533,17 +533,16 @@ def record_solution(assignment: Assignment, limits: Limits, log: Path,
                 print(f"warning: {assignment.name}: {cell.label} runs in the students' kernels: "
                       f"{problems[0]}", file=sys.stderr)
                 continue
-            recorded[i] = calls
-            if reply_bytes(calls) > MAX_REPLY_BYTES:
+            recorded[i], kinds[cell.label], reply = calls, cases(calls), reply_bytes(calls)
+            if reply > MAX_REPLY_BYTES:
                 print(f"warning: {assignment.name}: {cell.label}'s calls return "
-                      f"{reply_bytes(calls) / 2**20:.1f} MiB, more than the "
-                      f"{MAX_REPLY_BYTES >> 20} MiB a student's kernel may send back: every "
-                      "submission will fail it; give its calls smaller inputs", file=sys.stderr)
-            for case in unchecked(calls):
+                      f"{reply / 2**20:.1f} MiB, more than the {MAX_REPLY_BYTES >> 20} MiB a "
+                      "student's kernel may send back: every submission will fail it; give its "
+                      "calls smaller inputs", file=sys.stderr)
+            for case in unchecked(kinds[cell.label]):
                 print(f"warning: {assignment.name}: {cell.label}'s hidden tests call {case}, "
                       "a kind of case its visible check never runs", file=sys.stderr)
-    log.with_suffix(".calls.json").write_text(json.dumps(
-        {assignment.cells[i].label: calls for i, calls in recorded.items()}, indent=1))
+    log.with_suffix(".cases.json").write_text(json.dumps(kinds, indent=1))
     return recorded
 
 

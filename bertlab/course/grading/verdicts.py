@@ -71,15 +71,22 @@ def changed_input(expected: list, after) -> str | None:
     return None
 
 
-def unchecked(calls: list[dict]) -> list[str]:
-    """The calls of a test's hidden part whose kind of inputs (plain.kind: types, dtypes, ranks,
-    keys) no call of the visible check has, as `name(kinds)`: cases a ✓ did not cover."""
+def cases(calls: list[dict]) -> list[dict]:
+    """Each recorded call with inputs as its kind of case: `name(kinds)` (plain.kind: types,
+    dtypes, ranks, keys; no values) and whether the visible check made it. Small: what the
+    grader keeps of the solution's calls in OUT/logs."""
     def of(call):
         args, kwargs = call["inputs"]
         given = [plain.kind(a) for a in args] + [f"{k}={plain.kind(v)}"
                                                  for k, v in kwargs["$dict"]]
         return f"{call['name']}({', '.join(given)})"
 
-    recorded = [c for c in calls if c.get("inputs") is not None]
-    seen = {of(c) for c in recorded if c.get("visible")}
-    return sorted({of(c) for c in recorded if not c.get("visible")} - seen)
+    return [{"case": of(c), "visible": bool(c.get("visible"))} for c in calls
+            if c.get("inputs") is not None]
+
+
+def unchecked(cases: list[dict]) -> list[str]:
+    """The kinds of case (see `cases`) the hidden tests run and the visible check never does:
+    what a ✓ did not cover."""
+    seen = {c["case"] for c in cases if c["visible"]}
+    return sorted({c["case"] for c in cases if not c["visible"]} - seen)
