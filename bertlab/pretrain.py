@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.distributed as dist
 
 from .config import BertConfig
-from .data.corpus import Document, load_corpus
+from .data.corpus import Document, iter_documents
 from .data.pretraining import pretraining_examples
 from .data.store import TokenStore, text_hash
 from .data.tasks import TEST
@@ -80,20 +81,34 @@ class PretrainSettings(RunSettings):
             return self.holdout
         return list(HOLDOUT) if self.corpus == "shakespeare" else []
 
-    def documents(self) -> list[Document]:
-        return load_corpus(None if self.corpus == "shakespeare" else self.corpus)
+    def documents(self) -> Iterator[Document]:
+        """The corpus's works, read one at a time."""
+        return iter_documents(None if self.corpus == "shakespeare" else self.corpus)
 
 
-def split_holdout(documents: list[Document], titles: list[str]):
-    """(training documents, held-out documents); titles match case-insensitively."""
-    by_title = {d.title.lower(): d for d in documents}
-    unknown = [t for t in titles if t.lower() not in by_title]
+def holding_out(documents: Iterable[Document], titles: list[str],
+                held: list[Document]) -> Iterator[Document]:
+    """The training works of `documents`, one at a time; the works titled `titles` (matched
+    case-insensitively) are put in `held` instead. At the end, a title no work has is an error."""
+    wanted, first_titles = {t.lower(): t for t in titles}, []
+    for d in documents:
+        if len(first_titles) < 20:
+            first_titles.append(d.title)
+        if d.title.lower() in wanted:
+            held.append(d)
+        else:
+            yield d
+    unknown = [t for k, t in wanted.items() if k not in {d.title.lower() for d in held}]
     if unknown:
         raise ValueError(f"--holdout: no work titled {', '.join(map(repr, unknown))}; the works "
-                         f"are: {', '.join(d.title for d in documents)}")
-    held = {t.lower() for t in titles}
-    return ([d for d in documents if d.title.lower() not in held],
-            [d for d in documents if d.title.lower() in held])
+                         f"are titled like {', '.join(map(repr, first_titles))}")
+
+
+def split_holdout(documents: Iterable[Document],
+                  titles: list[str]) -> tuple[list[Document], list[Document]]:
+    """(training documents, held-out documents); titles match case-insensitively."""
+    held: list[Document] = []
+    return list(holding_out(documents, titles, held)), held
 
 
 def pretraining_text(document: Document) -> str:
@@ -105,10 +120,27 @@ def pretraining_text(document: Document) -> str:
                      for line in speech.lines)
 
 
-def check_init(settings: PretrainSettings, documents: list[Document],
-               held_out: list[Document]) -> None:
+class TrainingTexts:
+    """The training works' texts, read from the corpus afresh at every pass over them, so that
+    no corpus is ever all in memory. One pass, when made, keeps the held-out works (they are
+    few), counts the others and fingerprints their texts: `key`, which names their token store."""
+
+    def __init__(self, settings: PretrainSettings):
+        self.settings, self.held_out, self.count = settings, [], 0
+        self.key = text_hash(self.read(self.held_out, counting=True))
+
+    def read(self, held: list[Document], counting: bool = False) -> Iterator[str]:
+        for d in holding_out(self.settings.documents(), self.settings.holdout_titles, held):
+            self.count += counting
+            yield pretraining_text(d)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.read([])
+
+
+def check_init(settings: PretrainSettings, held_out: list[Document]) -> None:
     """--init must be a pretrain run directory that never trained on this run's held-out works
-    (`documents`: this run's corpus, reused when --init's is the same)."""
+    (it reads --init's corpus once, a work at a time, to see which works it trained on)."""
     if settings.max_positions is not None and settings.init:
         raise ValueError("--max-positions shapes a new model; with --init the model is PATH's")
     if settings.max_positions is not None and settings.max_positions < settings.max_seq_len:
@@ -129,10 +161,9 @@ def check_init(settings: PretrainSettings, documents: list[Document],
     saved = json.loads((init / "pretrain_args.json").read_text("utf-8"))
     names = {f.name for f in dataclasses.fields(PretrainSettings)}
     before = PretrainSettings(**{k: v for k, v in saved.items() if k in names})
-    if before.corpus != settings.corpus:
-        documents = before.documents()
-    _, its_held_out = split_holdout(documents, before.holdout_titles)
-    seen = {d.title for d in held_out} - {d.title for d in its_held_out}
+    held = {d.title.lower() for d in held_out}
+    seen = {d.title for d in holding_out(before.documents(), before.holdout_titles, [])
+            if d.title.lower() in held}
     if seen:
         raise ValueError(f"--init {init} was trained on {', '.join(sorted(seen))}, which this "
                          "run holds out: its held-out scores would not be held out")
@@ -189,13 +220,12 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
     resuming = settings.resume and out.is_dir() and checkpoints(out)
     earlier = resumed_seconds(out) if resuming else 0.0
     with distributed(resolve_device(settings.device)) as process:
-        documents = settings.documents()
-        training_docs, held_out = split_holdout(documents, settings.holdout_titles)
-        check_init(settings, documents, held_out)
+        texts = TrainingTexts(settings)  # one pass over the corpus
+        held_out = texts.held_out
+        check_init(settings, held_out)
         saved = {k: v for k, v in dataclasses.asdict(settings).items() if k != "command"}
         prepare_run_dir(out, "pretrain", saved, settings.resume, process)
-        texts = [pretraining_text(d) for d in training_docs]
-        key, stores = text_hash(texts), settings.store or out  # a store per texts and tokenizer
+        key, stores = texts.key, settings.store or out  # a store per texts and tokenizer
         if process.rank == 0:
             if not settings.resume:
                 tokenizer = (load_tokenizer(settings.init) if settings.init else
@@ -229,7 +259,7 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
             evaluated = (f"evaluating on {len(held_out)} held-out works ({len(eval_examples):,} "
                          "examples)" if held_out else "no held-out works to evaluate on")
             print(f"pretraining a {settings.preset} BERT ({model.num_parameters():,} parameters) "
-                  f"on {len(training_docs)} works ({len(examples):,} examples of up to "
+                  f"on {texts.count} works ({len(examples):,} examples of up to "
                   f"{settings.max_seq_len} tokens); {evaluated}")
         history = train(model, examples, config, collate=examples.collate,
                         eval_data=eval_examples,
@@ -241,7 +271,7 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
     write_model_card(
         out, made_by(settings, earlier + time.perf_counter() - started), process.device,
         [d.title for d in held_out],
-        f"{len(training_docs)} works, {len(examples):,} sentence pairs of up to "
+        f"{texts.count} works, {len(examples):,} sentence pairs of up to "
         f"{settings.max_seq_len} tokens (dupe factor {settings.dupe_factor})",
         blank_table(model, tokenizer, held_out_lines))
     return history

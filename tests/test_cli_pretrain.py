@@ -223,3 +223,32 @@ def test_the_default_learning_rate_follows_the_model_width(width, lr):
     """A run from --init has no --preset: its width picks the preset's learning rate."""
     config = BertConfig(hidden_size=width, num_attention_heads=width // 64 or 1)
     assert pretrain.pretraining_lr(config) == lr
+
+
+def test_pretrain_reads_the_corpus_a_work_at_a_time(tmp_path, monkeypatch):
+    """However large the corpus, pretrain never holds its works: each pass (the held-out split,
+    WordPiece training, the token store) reads them one by one and lets each go."""
+    import gc
+    import weakref
+
+    from bertlab.data.corpus import Document
+    lines = [line for work in load_corpus()[:8] for line in pretraining_text(work).splitlines()]
+    alive, most, passes = set(), [0], []
+
+    def documents(settings):
+        passes.append(0)
+        for n in range(60):
+            gc.collect()
+            work = Document(f"w{n}", None, "\n".join(lines[n * 20:(n + 1) * 20]))
+            alive.add(id(work))
+            weakref.finalize(work, alive.discard, id(work))
+            most[0] = max(most[0], len(alive))
+            yield work
+
+    monkeypatch.setattr(pretrain.PretrainSettings, "documents", documents)
+    assert main(["pretrain", "--holdout", "w3", "w4", "--steps", "2", "--batch-size", "8",
+                 "--max-seq-len", "32", "--vocab-size", "300", "--dupe-factor", "1",
+                 "--eval-every", "0", "--checkpoint-every", "0", "--out",
+                 str(tmp_path / "run")]) == 0
+    assert len(passes) == 3  # held-out split and fingerprint, WordPiece, the store
+    assert most[0] <= 8  # the two held-out works and a few on their way through, of 60
