@@ -93,7 +93,11 @@ def check_values(config: BertConfig, input_ids, token_type_ids=None, attention_m
 
 
 class BertPreTrainedModel(PretrainedMixin, nn.Module):
-    """Shared by every model class: config, BERT's initialization, checkpoint loading and saving."""
+    """Shared by every model class: config, BERT's initialization, checkpoint loading and saving.
+    `loss_labels` names, for each loss the output holds, the batch's labels it is the mean over
+    (those not -100), so that gradient accumulation can weigh micro-batches exactly."""
+
+    loss_labels: dict[str, str] = {}
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -224,6 +228,8 @@ def masked_lm(model, h, mlm_labels, mlm_positions=None):
 class BertForPreTraining(BertPreTrainedModel):
     """BERT with both pretraining heads: masked LM and next sentence prediction."""
 
+    loss_labels = {"mlm_loss": "mlm_labels", "nsp_loss": "nsp_labels"}
+
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
@@ -245,6 +251,8 @@ class BertForPreTraining(BertPreTrainedModel):
 class BertForMaskedLM(BertPreTrainedModel):
     """BERT with the masked-LM head only (no pooler, no NSP)."""
 
+    loss_labels = {"loss": "labels"}
+
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
@@ -260,6 +268,8 @@ class BertForMaskedLM(BertPreTrainedModel):
 
 class BertClassifier(BertPreTrainedModel):
     """BERT, dropout and one linear layer: the shape shared by the classification heads."""
+
+    loss_labels = {"loss": "labels"}
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool, num_outputs: int):
         super().__init__(config)
@@ -322,6 +332,8 @@ class BertForMultipleChoice(BertClassifier):
 
 class BertForQuestionAnswering(BertPreTrainedModel):
     """Extractive QA: for every token, a score for starting the answer and one for ending it."""
+
+    loss_labels = {"loss": "start_positions"}
 
     def __init__(self, config: BertConfig):
         super().__init__(config)

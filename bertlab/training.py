@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
+from .config import IGNORE_INDEX
 from .model import check_values
 from .runtime import resolve_device
 
@@ -467,21 +468,24 @@ class Trainer:
     def update(self, micro_batches: list[Batch], interval: Means) -> int:
         """One optimizer step: forward and backward over the micro-batches (gradients add up;
         DDP averages them over processes at the last one), clip, step. Returns tokens seen.
-        Nothing here waits for the device: the loss and metrics stay on it until read."""
+        The gradient is the whole batch's, however it is split (see `loss_weights`). Nothing
+        here waits for the device: the loss and metrics stay on it until read."""
         c = self.config
         lr = lr_at(self.step, c.lr, c.warmup_steps, c.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss, tokens = torch.zeros((), device=self.device), 0
-        for i, batch in enumerate(micro_batches):
+        for i, (batch, weights) in enumerate(zip(micro_batches, self.loss_weights(micro_batches))):
             tokens += count_tokens(batch)  # on the host
             batch = self.to_device(batch)
             last = i == len(micro_batches) - 1
             with contextlib.nullcontext() if last or self.world == 1 else self.forward.no_sync():
                 with self.autocast():
                     output = self.forward(**batch)
-                self.scaler.scale(output.loss / len(micro_batches)).backward()
-            loss += output.loss.detach().float() / len(micro_batches)
+                share = sum(getattr(output, term) * weight for term, weight in weights.items()
+                            if getattr(output, term) is not None)  # of the whole batch's loss
+                self.scaler.scale(share * self.world).backward()  # DDP divides by the world
+            loss += share.detach().float()
             if self.metrics is not None:
                 interval.add(self.metrics(batch, output))
         self.scaler.unscale_(self.optimizer)
@@ -490,9 +494,30 @@ class Trainer:
         self.scaler.step(self.optimizer)  # skipped by the fp16 scaler if a gradient overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        interval.add({"loss": loss})
+        interval.add({"loss": loss * self.world})  # this process's share, read as a mean
         self.unchecked.append(loss)
         return tokens
+
+    def loss_weights(self, micro_batches: list[Batch]) -> list[dict[str, float | torch.Tensor]]:
+        """For each micro-batch, the weight of each of the output's losses, so that the weighted
+        sum over micro-batches and processes is the loss of the whole batch at once. A loss that
+        is a mean over labels (the model's `loss_labels`: MLM over its masked tokens, NSP over
+        its pairs) weighs n / N: this micro-batch's labels over the whole batch's, counted on the
+        host (and summed over processes on the device, without waiting). Micro-batches of a
+        model without `loss_labels` weigh equally."""
+        terms = getattr(self.model, "loss_labels", None) or {"loss": None}
+        counts = torch.tensor([[len(micro_batches) ** -1 if key is None else
+                                int((batch[key] != IGNORE_INDEX).sum()) if key in batch else 0
+                                for key in terms.values()] for batch in micro_batches],
+                              dtype=torch.float64)  # (k, terms)
+        if self.world == 1:
+            weights = (counts / counts.sum(0).clamp(min=1)).tolist()  # floats: nothing to move
+        else:
+            counts = counts.float().to(self.device, non_blocking=True)
+            totals = counts.sum(0)  # (terms,)
+            dist.all_reduce(totals)  # queued on the device like the rest of the step
+            weights = counts / totals.clamp(min=1)  # (k, terms)
+        return [dict(zip(terms, row)) for row in weights]
 
     def check_finite(self) -> None:
         """Stop if a step since the last check had a non-finite loss (on any process): one read

@@ -46,10 +46,10 @@ def pretraining_model(dropout=0.0) -> BertForPreTraining:
     return BertForPreTraining(tiny(dropout))
 
 
-def synthetic_examples(n: int, seed: int = 0, masked: int = 3) -> list[dict]:
-    """Sequences counting up from a random start, `masked` of their tokens hidden (the same number
-    in every row, so a mean over any split of a batch is the mean over the batch); NSP label =
-    parity of the start. Rows have 0-3 padding tokens."""
+def synthetic_examples(n: int, seed: int = 0) -> list[dict]:
+    """Sequences counting up from a random start, 1-6 of their tokens hidden (so micro-batches
+    and processes hold different numbers of MLM labels); NSP label = parity of the start. Rows
+    have 0-3 padding tokens."""
     g = torch.Generator().manual_seed(seed)
     examples = []
     for _ in range(n):
@@ -57,6 +57,7 @@ def synthetic_examples(n: int, seed: int = 0, masked: int = 3) -> list[dict]:
         length = T - int(torch.randint(4, (1,), generator=g))
         ids = 2 + (start + torch.arange(T)) % (V - 2)  # (T,)
         ids[length:] = 0
+        masked = 1 + int(torch.randint(6, (1,), generator=g))
         hidden = torch.randperm(length - 1, generator=g)[:masked] + 1
         labels = torch.full((T,), -100)
         labels[hidden] = ids[hidden]
@@ -222,7 +223,9 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatc
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     run = tmp_path / "run"
     killed = subprocess.run([sys.executable, __file__, "kill-during-checkpoint", str(run)],
-                            env=ENV, capture_output=True, text=True, timeout=600)
+                            env={**ENV, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+                            capture_output=True, text=True, timeout=600)  # threads as here: the
+    # resumed run is compared bit for bit with one made here
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert [p.name for p in checkpoints(run)] == ["checkpoint-2"]
     assert sorted(p.name for p in (run / ".tmp-checkpoint-4").iterdir()) == [
@@ -274,7 +277,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
     def nan_on_fifth_update(module, args, output):
         calls.append(1)
         if len(calls) == 5:
-            output.loss = output.loss * float("nan")
+            output.mlm_loss = output.mlm_loss * float("nan")  # the loss the update weighs
         return output
 
     model.register_forward_hook(nan_on_fifth_update)
@@ -295,11 +298,12 @@ def test_precision_runs_the_model_in_that_dtype(precision, dtype):
         return {}
 
     model = pretraining_model()
-    history = train(model, DATA, config(steps=10, lr=1e-2, precision=precision),
+    history = train(model, DATA, config(steps=20, lr=1e-2, precision=precision),
                     metrics=logits_dtype)
-    assert seen == [dtype] * 10
+    assert seen == [dtype] * 20
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
-    assert history[-1]["loss"] < history[0]["loss"] - 0.1
+    losses = [r["loss"] for r in history]  # batches of 8: noisy, so three steps' means
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1
 
 
 def test_auto_precision_on_cpu_is_fp32():
@@ -361,6 +365,29 @@ def test_two_processes_match_one(tmp_path):
     assert logged["step"] == [r["step"] for r in history]  # one writer: no duplicate rows
     assert logged["loss"] == pytest.approx([r["loss"] for r in history], rel=1e-4)
     assert [p.name for p in checkpoints(run)] == ["checkpoint-6"]
+
+
+def test_accumulated_micro_batches_give_the_whole_batch_gradient(monkeypatch):
+    """MLM is a mean over masked tokens, NSP over pairs: with micro-batches holding different
+    numbers of masked tokens, the update's gradient and loss are still the whole batch's."""
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def record(parameters, *args, **kwargs):
+        parameters = list(parameters)
+        seen.append([p.grad.clone() for p in parameters])
+        return clip(parameters, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record)
+    counts = [int((x["mlm_labels"] != -100).sum()) for x in DATA[:8]]
+    assert len(set(counts)) > 2  # the micro-batches below hold unequal numbers of them
+    runs = {k: train(pretraining_model(), DATA, config(steps=1, grad_accum=k)) for k in (1, 2, 8)}
+    whole, *split = seen
+    for grads in split:
+        for a, b in zip(whole, grads):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert runs[2][0]["loss"] == pytest.approx(runs[1][0]["loss"], rel=1e-6)
+    assert runs[8][0]["loss"] == pytest.approx(runs[1][0]["loss"], rel=1e-6)
 
 
 def test_gradient_checkpointing_trains_to_the_same_weights():
