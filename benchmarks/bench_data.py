@@ -7,7 +7,7 @@ With a WordPiece tokenizer trained on the bundled corpus (vocabulary 8000), it m
     folder, deleted at the end), in a fresh process each: tokenizing into a token store on disk,
     then building the NSP pairs (128 tokens, dupe factor 5, dynamic masking), the peak RSS that
     adds, and batches of 32 made the way bertlab.training makes them (indices from
-    `global_batches`, `collate([data[i] for i in idx])`);
+    `BatchOrder`, `collate([data[i] for i in idx])`);
   - the whole `bertlab pretrain` on the largest folder (WordPiece training included, 20 steps of
     the tiny model): the seconds until it starts training, and its peak RSS;
   - per-batch rates on the corpus: static masks, dynamic masks, dynamic whole-word masks;
@@ -40,7 +40,7 @@ from bertlab.data import load_corpus
 from bertlab.data.pretraining import pretraining_examples
 from bertlab.data.store import TokenStore
 from bertlab.tokenization import load_tokenizer, save_tokenizer, train_wordpiece
-from bertlab.training import global_batches
+from bertlab.training import BatchOrder
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 H100_FLOPS = 989e12  # an H100 SXM's dense bf16 FLOP/s (the spec sheet, no sparsity)
@@ -63,11 +63,11 @@ def status_mb(field: str) -> float:
 
 
 def batches_per_second(dataset, batches=300) -> float:
-    """Batches made as bertlab.training makes them: global_batches' indices, then collate."""
-    order = global_batches(len(dataset), BATCH, seed=0)
+    """Batches made as bertlab.training makes them: BatchOrder's indices, then collate."""
+    order = BatchOrder(len(dataset), BATCH, seed=0)
     start = time.perf_counter()
-    for _, idx in zip(range(batches), order):
-        dataset.collate([dataset[i] for i in idx])
+    for step in range(batches):
+        dataset.collate([dataset[i] for i in order[step]])
     return batches / (time.perf_counter() - start)
 
 
@@ -130,8 +130,9 @@ def train_steps_per_second(vocab_size, dataset, steps) -> float:
     model = bertlab.BertForPreTraining(bertlab.BertConfig.mini(vocab_size=vocab_size)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
-    for _, idx in zip(range(2 + steps), global_batches(len(dataset), BATCH, seed=0)):
-        batch = dataset.collate([dataset[i] for i in idx])
+    order = BatchOrder(len(dataset), BATCH, seed=0)
+    for step in range(2 + steps):
+        batch = dataset.collate([dataset[i] for i in order[step]])
         start = time.perf_counter()
         model(**batch).loss.backward()
         optimizer.step()

@@ -76,6 +76,9 @@ def add_hardware_arguments(group, settings: type) -> None:
     group.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute each encoder layer in the backward pass: less memory for "
                             "activations (larger batches, longer sequences), ~30%% more compute")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="DataLoader processes making the batches ahead of the step (default: "
+                            "up to 4 on a GPU, none on a CPU, whose cores train the model)")
 
 
 # ---------------------------------------------------------------------------------- pretrain

@@ -56,7 +56,6 @@ from .tokenization import load_tokenizer, save_tokenizer
 from .training import (
     AUTOCAST_DTYPES,
     RunSettings,
-    TrainConfig,
     distributed,
     prepare_run_dir,
     resolve_precision,
@@ -293,13 +292,10 @@ def finetune(settings: FinetuneSettings) -> dict:
                 for split, xs in examples.items()}
         if settings.compile:  # one shape, one graph: not a recompile per longest row
             data["train"].width = settings.max_seq_len
-        config = TrainConfig(
-            steps=settings.steps(len(data["train"])), batch_size=settings.batch_size,
-            grad_accum=settings.grad_accum, lr=settings.lr or default_lr(model.config),
-            warmup=settings.warmup, precision=settings.precision, device=process.device,
-            compile=settings.compile,
-            gradient_checkpointing=settings.gradient_checkpointing, seed=settings.seed,
-            checkpoint_every=settings.checkpoint_every, out_dir=out, resume=settings.resume)
+        config = settings.train_config(
+            process, out, steps=settings.steps(len(data["train"])),
+            batch_size=settings.batch_size, lr=settings.lr or default_lr(model.config),
+            warmup=settings.warmup)
         prepare_run_dir(out, "finetune", dataclasses.asdict(settings), settings.resume, process)
         if process.rank == 0:
             save_tokenizer(tokenizer, out)

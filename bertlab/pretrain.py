@@ -32,7 +32,6 @@ from .runtime import resolve_device
 from .tokenization import load_tokenizer, save_tokenizer, train_wordpiece
 from .training import (
     RunSettings,
-    TrainConfig,
     checkpoints,
     distributed,
     prepare_run_dir,
@@ -247,14 +246,11 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
                                           settings.nsp)
         set_seed(settings.seed)
         model = pretraining_model(settings, tokenizer.get_vocab_size())
-        config = TrainConfig(
-            steps=settings.steps, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+        config = settings.train_config(
+            process, out, steps=settings.steps, batch_size=settings.batch_size,
             lr=settings.lr or pretraining_lr(model.config), warmup=settings.warmup,
-            precision=settings.precision, device=process.device, compile=settings.compile,
             fullgraph=True,  # fixed mlm_positions: no shape depends on the masked count
-            gradient_checkpointing=settings.gradient_checkpointing,
-            seed=settings.seed, eval_every=settings.eval_every,
-            checkpoint_every=settings.checkpoint_every, out_dir=out, resume=settings.resume)
+            eval_every=settings.eval_every)
         if process.rank == 0:
             evaluated = (f"evaluating on {len(held_out)} held-out works ({len(eval_examples):,} "
                          "examples)" if held_out else "no held-out works to evaluate on")

@@ -13,9 +13,10 @@ A run directory holds:
                                wall seconds so far)
     config.json, model.safetensors   the final model, written when the run ends
 
-The learning rate (`lr_at`) and the order of the data (`global_batches`) are functions of the
-step, so the step is all the state they have; with the optimizer's, the scaler's and every random
-generator's, a resumed run continues bit for bit as if it had never stopped.
+The learning rate (`lr_at`), the order of the data (`BatchOrder`) and an update's batches
+(`UpdateBatches`, dynamic masks included) are functions of the step, so the step is all the state
+they have; with the optimizer's, the scaler's and the global random generators' (dropout), a
+resumed run continues bit for bit as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate, get_worker_info
 from tqdm.auto import tqdm
 
 from .config import IGNORE_INDEX
@@ -50,6 +51,7 @@ from .runtime import resolve_device
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FUSED_ADAMW = ("cuda", "cpu", "mps")  # devices with torch's fused AdamW kernel
+TRAIN_KEY, EVAL_KEY = 0, 1  # what a collate's reseed key starts with, for training or evaluation
 
 Batch = dict[str, torch.Tensor]
 Collate = Callable[[list], Batch]  # examples -> batch
@@ -70,6 +72,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model: slow to start, faster on GPUs
     fullgraph: bool = False  # with compile: one graph, an error at any break (fixed shapes only)
     gradient_checkpointing: bool = False  # recompute each encoder layer in backward: less memory
+    workers: int | None = None  # DataLoader processes making batches; None: up to 4 on CUDA, else 0
     tf32: bool = True  # on CUDA, fp32 matmuls in TensorFloat-32 while training (not after)
     seed: int = 0  # data order, masking, dropout (seed the model's initialization yourself)
     log_every: int = 10  # steps between train rows in the log
@@ -92,6 +95,9 @@ class TrainConfig:
         if self.warmup >= 1 and self.warmup != int(self.warmup):
             raise ValueError(f"TrainConfig.warmup is a fraction of the steps (< 1) or a whole "
                              f"number of steps, got {self.warmup}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise ValueError(f"TrainConfig.workers must be None or an integer >= 0, "
+                             f"got {self.workers!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.out_dir is None and (self.checkpoint_every or self.resume):
@@ -112,9 +118,18 @@ class RunSettings:
     device: str | None = None
     compile: bool = False
     gradient_checkpointing: bool = False
+    workers: int | None = None
     seed: int = 0
     checkpoint_every: int = 500
     resume: bool = False
+
+    def train_config(self, process: Process, out_dir: Path, **recipe) -> TrainConfig:
+        """The training loop's config: these settings, on this process's device, and the
+        recipe's own (steps, batch_size, lr, ...)."""
+        shared = ("grad_accum", "precision", "compile", "gradient_checkpointing", "workers",
+                  "seed", "checkpoint_every", "resume")
+        return TrainConfig(**{name: getattr(self, name) for name in shared}, **recipe,
+                           device=process.device, out_dir=out_dir)
 
 
 def lr_at(step: int, lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -175,21 +190,56 @@ def set_rng_state(state: dict) -> None:
 
 # Data: which examples each update sees.
 
-def global_batches(num_examples: int, batch_size: int, seed: int, start: int = 0
-                   ) -> Iterator[np.ndarray]:
-    """The example indices of each update's batch, from update `start` on. Each epoch is a fresh
-    shuffle seeded by (seed, epoch), so any position can be recomputed from the step alone; the
-    incomplete last batch of an epoch is dropped."""
-    per_epoch = num_examples // batch_size
-    if per_epoch == 0:
-        raise ValueError(f"the training data has {num_examples} examples, fewer than one batch "
-                         f"of {batch_size}: lower the batch size")
-    epoch, first = divmod(start, per_epoch)
-    while True:
-        order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-        for i in range(first, per_epoch):
-            yield order[i * batch_size:(i + 1) * batch_size]
-        epoch, first = epoch + 1, 0
+class BatchOrder:
+    """The example indices of every update's batch: `order[step]`, (batch_size,). Each epoch
+    is a fresh shuffle seeded by (seed, epoch), so any step's batch is a function of the step
+    alone; the incomplete last batch of an epoch is dropped."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.per_epoch = num_examples // batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"the training data has {num_examples} examples, fewer than one "
+                             f"batch of {batch_size}: lower the batch size")
+        self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.epoch, self.shuffled = -1, np.zeros(0, np.int64)
+
+    def __getitem__(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self.epoch:  # one shuffle per epoch, kept while the epoch lasts
+            rng = np.random.default_rng([self.seed, epoch])
+            self.epoch, self.shuffled = epoch, rng.permutation(self.num_examples)
+        return self.shuffled[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+class UpdateBatches(torch.utils.data.Dataset):
+    """Item `step`: this process's micro-batches of update `step`, collated: its share of
+    `BatchOrder`'s batch, split into `grad_accum` parts. A collate with `reseed(key)` (the
+    pretraining collator's dynamic masks) is reseeded with (step, rank, micro-batch) first, and
+    a DataLoader worker seeds Python's, NumPy's and torch's generators from (seed, step, rank),
+    so an update's batches depend on nothing but the step: DataLoader workers make them in
+    any order, and a resumed run gets the same ones."""
+
+    def __init__(self, data: Sequence, collate: Collate, order: BatchOrder, grad_accum: int,
+                 process: Process):
+        self.data, self.collate, self.order = data, collate, order
+        self.grad_accum, self.rank, self.world = grad_accum, process.rank, process.world
+
+    def __len__(self) -> int:
+        return 2**62  # a step past the end of the data wraps into its next epoch
+
+    def __getitem__(self, step: int) -> list[Batch]:
+        parts = self.order[step].reshape(self.world, self.grad_accum, -1)[self.rank]
+        if get_worker_info() is not None:
+            seed = np.random.SeedSequence([self.order.seed, step, self.rank]).generate_state(1)
+            random.seed(int(seed[0]))
+            np.random.seed(int(seed[0]))
+            torch.manual_seed(int(seed[0]))
+        batches = []
+        for micro, indices in enumerate(parts):
+            if hasattr(self.collate, "reseed"):
+                self.collate.reseed((TRAIN_KEY, step, self.rank, micro))
+            batches.append(self.collate([self.data[i] for i in indices]))
+        return batches
 
 
 def count_tokens(batch: Batch) -> int:
@@ -307,7 +357,7 @@ def read_metrics(path_or_rows) -> dict[str, dict[str, list]]:
 
 
 RESUMABLE_CHANGES = ("resume", "device", "precision", "compile", "fullgraph",  # same run still
-                     "grad_accum", "gradient_checkpointing")
+                     "grad_accum", "gradient_checkpointing", "workers")
 
 
 def prepare_run_dir(out: Path, command: str, settings: dict, resume: bool,
@@ -344,7 +394,7 @@ def train(model: torch.nn.Module, train_data: Sequence, config: TrainConfig, *,
 
     train_data, eval_data: sequences of examples. `collate` turns a list of examples into the
     batch dict the model takes (`eval_collate`, if given, does it for eval_data); a collate with
-    state_dict() and load_state_dict() (its own random generator) is checkpointed with the run.
+    `reseed(key)` (its own random generator) is reseeded for every batch (see UpdateBatches).
     metrics(batch, output) -> {name: value} adds values (accuracies) to the log, averaged like
     the loss. Under torchrun every process calls this with the same arguments; each takes its
     slice of every batch, and process 0 alone writes to out_dir. `process`: the caller's, when
@@ -432,15 +482,13 @@ class Trainer:
         if eval_data is not None and len(eval_data) < self.world:
             raise ValueError(f"eval_data has {len(eval_data)} examples, fewer than the "
                              f"{self.world} processes")
-        batches = global_batches(len(train_data), c.batch_size, c.seed, start=self.step)
+        batches = self.loader(train_data)
         interval, tokens, seconds = Means(self.device), 0, 0.0
         self.model.train()
         with tqdm(total=c.steps, initial=self.step, disable=self.rank != 0, unit="step") as bar:
             while self.step < c.steps:
                 started = time.perf_counter()
-                indices = next(batches).reshape(self.world, c.grad_accum, -1)[self.rank]
-                micro_batches = [self.collate([train_data[i] for i in idx]) for idx in indices]
-                tokens += self.update(micro_batches, interval)
+                tokens += self.update(next(batches), interval)
                 seconds += time.perf_counter() - started
                 self.step += 1
                 bar.update()
@@ -464,6 +512,20 @@ class Trainer:
         if self.out_dir is not None and self.rank == 0:
             self.model.save_pretrained(self.out_dir)
         return self.history
+
+    def loader(self, data: Sequence) -> Iterator[list[Batch]]:
+        """The micro-batches of every update from this one on (`UpdateBatches`), made ahead of
+        the step by `workers` DataLoader processes (none: here, when asked for) into pinned
+        memory on CUDA, so that copying them to the GPU does not wait for the host."""
+        c = self.config
+        workers = c.workers if c.workers is not None else (
+            min(4, (os.cpu_count() or 2) // 2) if self.device.type == "cuda" else 0)
+        updates = UpdateBatches(data, self.collate, BatchOrder(len(data), c.batch_size, c.seed),
+                                c.grad_accum, Process(self.rank, self.world, self.device))
+        return iter(DataLoader(updates, batch_size=None, sampler=range(self.step, c.steps),
+                               num_workers=workers, prefetch_factor=4 if workers else None,
+                               pin_memory=self.device.type == "cuda",
+                               generator=torch.Generator().manual_seed(c.seed)))  # not torch's
 
     def update(self, micro_batches: list[Batch], interval: Means) -> int:
         """One optimizer step: forward and backward over the micro-batches (gradients add up;
@@ -552,6 +614,8 @@ class Trainer:
         with self.seeded():
             for start in range(0, len(mine), size):
                 examples = [data[i] for i in mine[start:start + size]]
+                if hasattr(collate, "reseed"):
+                    collate.reseed((EVAL_KEY, start, self.rank))
                 batch = self.to_device(collate(examples))
                 with self.autocast():
                     output = self.model(**batch)
@@ -561,27 +625,15 @@ class Trainer:
         self.model.train()
         return means.read(self.world)
 
-    def random_state(self) -> dict:
-        """This process's random state: the global generators', and the collate function's."""
-        state = rng_state()
-        if hasattr(self.collate, "state_dict"):
-            state["collate"] = self.collate.state_dict()
-        return state
-
-    def set_random_state(self, state: dict) -> None:
-        set_rng_state(state)
-        if "collate" in state:
-            self.collate.load_state_dict(state["collate"])
-
     @contextlib.contextmanager
     def seeded(self) -> Iterator[None]:
         """Run a block with the global generators seeded, then put the random state back."""
-        saved = self.random_state()
+        saved = rng_state()
         set_seed(self.config.seed)
         try:
             yield
         finally:
-            self.set_random_state(saved)
+            set_rng_state(saved)
 
     def log(self, split: str, **values) -> dict:
         row = {"step": self.step, "split": split, **values}
@@ -619,10 +671,10 @@ class Trainer:
         """Write checkpoint-{step}: the model (Hugging Face layout) and training_state.pt. It is
         written to a temporary directory, then renamed into place, so a crash while writing
         leaves the previous checkpoint whole; older ones beyond keep_checkpoints are removed."""
-        states = [self.random_state()]
+        states = [rng_state()]
         if self.world > 1:  # every process's, in rank order
             states = [None] * self.world
-            dist.all_gather_object(states, self.random_state())
+            dist.all_gather_object(states, rng_state())
         if self.rank != 0:
             return
         tmp = self.out_dir / f".tmp-checkpoint-{self.step}"
@@ -653,7 +705,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) == self.world:
-            self.set_random_state(state["rng"][self.rank])
+            set_rng_state(state["rng"][self.rank])
         else:  # the data order is a function of the step and the global batch: it carries on
             warnings.warn(f"{path} was written by {len(state['rng'])} processes and this run has "
                           f"{self.world}: the batches go on as before, but the random draws "

@@ -94,10 +94,11 @@ class Reads(TorchDispatchMode):
 def as_on_an_accelerator(monkeypatch):
     """Run as on a GPU: the model cannot read its inputs' values (bertlab.model.on_host is
     False there), while the loop's work on the CPU batch before it moves (its checks, its token
-    and label counts) reads host memory and waits for nothing, so it is not counted."""
+    and label counts; the loader's seed, drawn once) reads host memory and waits for nothing,
+    so it is not counted."""
     monkeypatch.setattr(bertlab.model, "on_host", lambda t: False)
     for owner, name in ((training, "count_tokens"), (training.Trainer, "to_device"),
-                        (training.Trainer, "loss_weights")):
+                        (training.Trainer, "loss_weights"), (training.Trainer, "loader")):
         original = getattr(owner, name)
 
         def uncounted(*args, _original=original, **kwargs):

@@ -531,15 +531,23 @@ def test_dynamic_masking_changes_the_masks_not_the_content():
         assert picked.sum(1).tolist() == [expected_count(len(x.input_ids) - 3) for x in instances]
 
 
-def test_dynamic_masking_resumes_from_a_state_dict():
+def test_reseeded_masks_depend_on_the_seed_and_key_alone():
+    """bertlab.training reseeds the collator for every micro-batch: its masks must not depend
+    on what the collator drew before (another worker's batches, a run before a resume)."""
     instances = random_instances(5, rows=16)
-    collate = PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL), seed=0)
-    collate(instances)
-    state = collate.state_dict()
-    expected = collate(instances)
-    resumed = PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL), seed=1)
-    resumed.load_state_dict(state)
-    assert torch.equal(resumed(instances)["input_ids"], expected["input_ids"])
+
+    def masks(seed, key, draws_before=0):
+        collate = PretrainingCollator(PAD, MLMMasker(VOCAB, SPECIAL), seed=seed)
+        for _ in range(draws_before):
+            collate(instances)
+        collate.reseed(key)
+        return collate(instances)["input_ids"]
+
+    first = masks(0, (0, 7, 0, 1))
+    assert torch.equal(masks(0, (0, 7, 0, 1), draws_before=3), first)
+    assert not torch.equal(masks(0, (0, 8, 0, 1)), first)
+    assert not torch.equal(masks(0, (0, 7, 1, 1)), first)
+    assert not torch.equal(masks(1, (0, 7, 0, 1)), first)
 
 
 def test_dynamic_masking_in_dataloader_workers():

@@ -3,6 +3,7 @@ and the corpus formats it is built from."""
 
 import gzip
 import json
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -48,6 +49,10 @@ def test_a_store_round_trips_its_documents(tokenizer, tmp_path, on_disk):
         reopened = TokenStore.open(tmp_path / "store")
         assert np.array_equal(reopened.tokens, store.tokens)
         assert reopened.meta == store.meta
+    pickled = pickle.dumps(store)  # what a spawned DataLoader worker receives
+    assert (len(pickled) < 1000) == on_disk  # on disk: the folder's name, not the tokens
+    unpickled = pickle.loads(pickled)
+    assert [s.tolist() for s in unpickled.document(2)] == [s.tolist() for s in store.document(2)]
 
 
 def test_a_large_vocabulary_takes_uint32():

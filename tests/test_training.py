@@ -113,6 +113,7 @@ def test_lr_warms_up_linearly_then_decays_to_zero():
     (dict(warmup=2.5), "warmup"),
     (dict(lr=0.0), "lr"),
     (dict(checkpoint_every=10), "out_dir"),
+    (dict(workers=-1), "workers"),
 ])
 def test_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -388,6 +389,30 @@ def test_accumulated_micro_batches_give_the_whole_batch_gradient(monkeypatch):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert runs[2][0]["loss"] == pytest.approx(runs[1][0]["loss"], rel=1e-6)
     assert runs[8][0]["loss"] == pytest.approx(runs[1][0]["loss"], rel=1e-6)
+
+
+def test_dataloader_workers_make_the_run_the_main_process_makes():
+    """Batches made ahead in two worker processes, dynamic masks and all, are the ones the
+    training process would have made: the same weights at the end."""
+    from bertlab.data.pretraining import pretraining_examples
+    from bertlab.tokenization import train_wordpiece
+
+    words = "the king queen castle night sword ghost honour thou art crown speak swear".split()
+    rng = random.Random(0)
+    texts = ["\n".join(" ".join(rng.choices(words, k=rng.randint(3, 12))) for _ in range(30))
+             for _ in range(4)]
+    tokenizer = train_wordpiece(texts, vocab_size=120)
+    data = pretraining_examples(texts, tokenizer, max_seq_len=T, dupe_factor=2,
+                                dynamic_masking=True, fixed_positions=True)
+    trained = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        shape = tiny(dropout=0.1)
+        shape.vocab_size = tokenizer.get_vocab_size()
+        model = BertForPreTraining(shape)
+        train(model, data, config(steps=6, grad_accum=2, workers=workers), collate=data.collate)
+        trained.append(parameters(model))
+    assert_same(*trained)
 
 
 def test_gradient_checkpointing_trains_to_the_same_weights():

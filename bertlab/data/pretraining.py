@@ -477,22 +477,24 @@ class PretrainingCollator:
         positions[:, :order.shape[1]] = order
         return positions
 
+    def reseed(self, key: Sequence[int]) -> None:
+        """Draw the next batch's masks from a stream of its own, named by `key`:
+        bertlab.training names each micro-batch so (update, process, micro-batch), which makes
+        its masks a function of the seed and that key alone, whichever DataLoader worker makes
+        it and however often the run was stopped and resumed."""
+        worker = get_worker_info()
+        self.worker_seed = worker.seed if worker is not None else None
+        self.generator = np.random.default_rng([self.seed, *key])
+
     def rng(self) -> np.random.Generator:
-        """This process's random stream. A DataLoader worker reseeds from its worker seed (new for
-        every worker and epoch), so no two workers or epochs repeat each other's masks."""
+        """The random stream the masks are drawn from. Unless `reseed` named it, a DataLoader
+        worker starts its own from its worker seed (new for every worker and epoch), so no two
+        workers or epochs repeat each other's masks."""
         worker = get_worker_info()
         if worker is not None and worker.seed != self.worker_seed:
             self.worker_seed = worker.seed
             self.generator = np.random.default_rng([self.seed, worker.seed])
         return self.generator
-
-    def state_dict(self) -> dict:
-        """Where the masks' random stream is: bertlab.training checkpoints it with the run, so a
-        resumed run masks exactly as an uninterrupted one would have."""
-        return {"generator": self.generator.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.bit_generator.state = state["generator"]
 
 
 class PretrainingDataset(Dataset):

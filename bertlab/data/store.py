@@ -38,8 +38,16 @@ class TokenStore:
     """A tokenized corpus (see the module docstring): memory-mapped when opened from a folder."""
 
     def __init__(self, tokens: np.ndarray, segments: np.ndarray, documents: np.ndarray,
-                 meta: dict):
+                 meta: dict, directory: Path | None = None):
         self.tokens, self.segments, self.documents, self.meta = tokens, segments, documents, meta
+        self.directory = directory  # where it was opened from; None: in memory
+
+    def __reduce__(self):
+        """Pickled (for a DataLoader worker that is spawned, not forked) as its folder's name
+        when it has one: the worker maps the same files instead of receiving a copy."""
+        if self.directory is not None:
+            return TokenStore.open, (self.directory,)
+        return TokenStore, (self.tokens, self.segments, self.documents, self.meta)
 
     def __len__(self) -> int:
         return len(self.documents) - 1
@@ -103,7 +111,7 @@ class TokenStore:
         tokens = (np.memmap(directory / "tokens.bin", dtype=meta["dtype"], mode="r")
                   if meta["tokens"] else np.zeros(0, meta["dtype"]))  # mmap refuses empty files
         return cls(tokens, np.load(directory / "segments.npy", mmap_mode="r"),
-                   np.load(directory / "documents.npy", mmap_mode="r"), meta)
+                   np.load(directory / "documents.npy", mmap_mode="r"), meta, directory)
 
     @classmethod
     def cached(cls, texts: Iterable[str], tokenizer: Tokenizer, root: str | os.PathLike,
