@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .finetune import TASKS, FinetuneSettings, finetune
 from .pretrain import HOLDOUT, LEARNING_RATES, PretrainSettings, pretrain
+from .training import COMPILE_MODES
 
 EXAMPLES = """\
 Get started with
@@ -71,8 +72,11 @@ def add_hardware_arguments(group, settings: type) -> None:
                             "elsewhere. On a CPU, bf16 is ~2x faster with AVX-512 BF16 "
                             "(`lscpu | grep avx512_bf16`) and ~20x slower without")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: the best present)")
-    group.add_argument("--compile", action="store_true",
-                       help="torch.compile the model (faster on GPUs)")
+    group.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                       choices=(True, *COMPILE_MODES),
+                       help="torch.compile the model (faster on GPUs); MODE reduce-overhead adds "
+                            "CUDA graphs (one launch per step: for small models), max-autotune "
+                            "searches kernels too")
     group.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute each encoder layer in the backward pass: less memory for "
                             "activations (larger batches, longer sequences), ~30%% more compute")

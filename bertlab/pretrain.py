@@ -241,6 +241,8 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
                                         recipe=settings.recipe, fixed_positions=True,
                                         max_predictions_per_seq=settings.max_predictions,
                                         nsp=settings.nsp)
+        if settings.compile:  # one shape, one graph (CUDA graphs need it): every row padded
+            examples.collate.width = settings.max_seq_len
         eval_examples = held_out_examples(held_out, tokenizer, settings.max_seq_len,
                                           settings.seed, settings.recipe, settings.max_predictions,
                                           settings.nsp)

@@ -51,6 +51,7 @@ from .runtime import resolve_device
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FUSED_ADAMW = ("cuda", "cpu", "mps")  # devices with torch's fused AdamW kernel
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TRAIN_KEY, EVAL_KEY = 0, 1  # what a collate's reseed key starts with, for training or evaluation
 
 Batch = dict[str, torch.Tensor]
@@ -69,7 +70,8 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per update: the same update in 1/grad_accum the memory
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto: bf16 (or fp16) on a GPU, fp32 elsewhere
     device: str | torch.device | None = None  # None: bertlab.default_device()
-    compile: bool = False  # torch.compile the model: slow to start, faster on GPUs
+    compile: bool | str = False  # torch.compile the model (slow to start, faster on GPUs): True,
+    # or its mode: "reduce-overhead" (CUDA graphs: one launch a step; static shapes), "max-autotune"
     fullgraph: bool = False  # with compile: one graph, an error at any break (fixed shapes only)
     gradient_checkpointing: bool = False  # recompute each encoder layer in backward: less memory
     workers: int | None = None  # DataLoader processes making batches; None: up to 4 on CUDA, else 0
@@ -98,6 +100,9 @@ class TrainConfig:
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise ValueError(f"TrainConfig.workers must be None or an integer >= 0, "
                              f"got {self.workers!r}")
+        if self.compile not in (False, True, *COMPILE_MODES):
+            raise ValueError(f"TrainConfig.compile must be True, False or one of {COMPILE_MODES}, "
+                             f"got {self.compile!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.out_dir is None and (self.checkpoint_every or self.resume):
@@ -116,7 +121,7 @@ class RunSettings:
     grad_accum: int = 1
     precision: str = "auto"
     device: str | None = None
-    compile: bool = False
+    compile: bool | str = False
     gradient_checkpointing: bool = False
     workers: int | None = None
     seed: int = 0
@@ -444,8 +449,10 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             wrapped = DistributedDataParallel(model, device_ids=ids)
         if config.compile:
-            wrapped = torch.compile(wrapped, fullgraph=config.fullgraph)
+            mode = None if config.compile is True else config.compile
+            wrapped = torch.compile(wrapped, fullgraph=config.fullgraph, mode=mode)
         self.forward = wrapped
+        self.cuda_graphs = config.compile in ("reduce-overhead", "max-autotune")
         self.step = 0
         self.unchecked: list[torch.Tensor] = []  # losses of the steps since the last check
         self.seconds_before = 0.0  # spent on this run by earlier invocations (see resume)
@@ -542,6 +549,8 @@ class Trainer:
             batch = self.to_device(batch)
             last = i == len(micro_batches) - 1
             with contextlib.nullcontext() if last or self.world == 1 else self.forward.no_sync():
+                if self.cuda_graphs:  # a new replay: the last one's outputs were copied out
+                    torch.compiler.cudagraph_mark_step_begin()
                 with self.autocast():
                     output = self.forward(**batch)
                 share = sum(getattr(output, term) * weight for term, weight in weights.items()

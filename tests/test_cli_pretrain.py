@@ -252,3 +252,27 @@ def test_pretrain_reads_the_corpus_a_work_at_a_time(tmp_path, monkeypatch):
                  str(tmp_path / "run")]) == 0
     assert len(passes) == 3  # held-out split and fingerprint, WordPiece, the store
     assert most[0] <= 8  # the two held-out works and a few on their way through, of 60
+
+
+def test_compile_with_cuda_graphs_trains_on_batches_of_one_shape(corpus, tmp_path, monkeypatch):
+    """--compile reduce-overhead: one graph with no break, in the mode that captures CUDA
+    graphs, on batches padded to --max-seq-len with a fixed number of MLM positions (the
+    compiler itself is left out here: the options and the shapes are what is tested)."""
+    options, shapes = [], set()
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: options.append(kw) or model)
+    train = pretrain.train
+
+    def watched(model, data, config, collate, **kwargs):
+        def collate_and_look(rows):
+            batch = collate(rows)
+            shapes.add((batch["input_ids"].shape[1], batch["mlm_positions"].shape[1]))
+            return batch
+
+        return train(model, data, config, collate=collate_and_look, **kwargs)
+
+    monkeypatch.setattr(pretrain, "train", watched)
+    assert main(tiny_run(corpus, tmp_path / "run", "--compile", "reduce-overhead")) == 0
+    assert options == [{"fullgraph": True, "mode": "reduce-overhead"}]
+    assert shapes == {(32, 5)}  # 32 tokens, round(0.15 x 32) = 5 predictions, every batch
+    saved = json.loads((tmp_path / "run" / "pretrain_args.json").read_text())
+    assert saved["compile"] == "reduce-overhead"

@@ -365,9 +365,10 @@ class MLMMasker:
         return np.where(to_random, random_ids, np.where(to_mask, self.special.mask, input_ids))
 
 
-def pad(sequences: Sequence[np.ndarray], value: int) -> np.ndarray:
-    """Right-pad 1-D sequences to the longest -> (B, T) int64."""
-    padded = np.full((len(sequences), max(map(len, sequences))), value, dtype=np.int64)
+def pad(sequences: Sequence[np.ndarray], value: int, width: int | None = None) -> np.ndarray:
+    """Right-pad 1-D sequences to the longest, or to `width` if that is longer -> (B, T) int64."""
+    padded = np.full((len(sequences), max(width or 0, *map(len, sequences))), value,
+                     dtype=np.int64)
     for row, sequence in zip(padded, sequences):
         row[:len(sequence)] = sequence
     return padded
@@ -434,6 +435,7 @@ class PretrainingCollator:
         self.masker = masker
         self.seed = seed
         self.max_predictions = max_predictions
+        self.width = None  # pad every batch to this many tokens at least (one shape to compile)
         self.generator = np.random.default_rng(seed)
         self.worker_seed = None
 
@@ -446,14 +448,14 @@ class PretrainingCollator:
         if self.masker is None and not all(static):
             raise ValueError("these instances are not masked: mask them with mask_statically, or "
                              "give the collator a masker for dynamic masking")
-        input_ids = pad([x.input_ids for x in instances], self.pad_id)  # (B, T)
+        input_ids = pad([x.input_ids for x in instances], self.pad_id, self.width)  # (B, T)
         lengths = np.array([len(x.input_ids) for x in instances])  # (B,)
         num_a = np.array([x.num_a for x in instances])  # (B,)
         position = np.arange(input_ids.shape[1])  # (T,)
         attention_mask = position < lengths[:, None]  # (B, T)
         token_type_ids = (position >= num_a[:, None] + 2) & attention_mask  # (B, T) B and its [SEP]
         if self.masker is None:
-            mlm_labels = pad([x.mlm_labels for x in instances], IGNORE_INDEX)  # (B, T)
+            mlm_labels = pad([x.mlm_labels for x in instances], IGNORE_INDEX, self.width)
         else:
             input_ids, mlm_labels = self.masker(input_ids, self.rng())
         batch = dict(input_ids=input_ids, token_type_ids=token_type_ids,
