@@ -7,8 +7,9 @@ spoken lines in BERT's uncased vocabulary, cut into sentence pairs and masked af
 batch by the pretraining collator, padding and all.
 
   matmul    the dense matmul rate this device reaches (bf16; fp32 too on a CPU): MFU's yardstick
-  mfu       mini and base at 128 and 512 tokens, eager and torch.compile'd: tokens/s, wall and
-            device seconds per step, model FLOPs utilization against the matmul rate
+  mfu       mini and base at 128 and 512 tokens, eager and torch.compile'd (mini with CUDA
+            graphs too: compile mode reduce-overhead): tokens/s, wall and device seconds per
+            step, model FLOPs utilization against the matmul rate
   syncs     operations per step that make the host wait for the device
             (torch.cuda.set_sync_debug_mode), and torch.compile's graphs, graph breaks,
             recompiles and compile seconds over batches of varying masked counts
@@ -122,11 +123,14 @@ class StepTimer:
 
 
 def run(preset: str, seq_len: int, batch: int, steps: int, tokenizer, precision: str = "auto",
-        compile: bool = False, **config) -> dict:
+        compile: bool | str = False, **config) -> dict:
     """Train `steps` updates; the medians of the steps after the first third (warm-up,
-    compilation), tokens/s and MFU."""
+    compilation), tokens/s and MFU. Compiled, every batch is padded to `seq_len`, as `bertlab
+    pretrain --compile` pads it (one shape: what CUDA graphs need)."""
     model = model_for(preset, seq_len, tokenizer.get_vocab_size())
     data = batches_of(tokenizer, seq_len, batch * steps)
+    if compile:
+        data.collate.width = seq_len
     settings = training.TrainConfig(steps=steps, batch_size=batch, lr=1e-4, warmup=0,
                                     precision=precision, device=DEVICE, compile=compile,
                                     fullgraph=compile, log_every=steps, **config)
@@ -181,7 +185,8 @@ def shapes(args) -> list[tuple[str, int, int]]:
 def section_mfu(args, tokenizer, found) -> list[dict]:
     rows = []
     for preset, seq_len, batch in shapes(args):
-        for compile in (False, True):
+        graphs = ("reduce-overhead",) if CUDA and preset == "mini" else ()  # launch-bound sizes
+        for compile in (False, True, *graphs):
             row = run(preset, seq_len, batch, args.steps, tokenizer, compile=compile)
             row["mfu"] = row["model_tflops"] / found.get("peak", float("nan"))
             rows.append(row)

@@ -168,6 +168,17 @@ def check_init(settings: PretrainSettings, held_out: list[Document]) -> None:
                          "run holds out: its held-out scores would not be held out")
 
 
+def training_examples(settings: PretrainSettings, texts: TrainingTexts, tokenizer):
+    """The training works' pretraining examples, masked afresh for every batch. Their token
+    store (STORE/store-HASH) and its pairs are made by the first run or process to ask, and read
+    back, memory-mapped, by the others."""
+    return pretraining_examples(
+        TokenStore.cached(texts, tokenizer, settings.store or settings.out, texts.key),
+        tokenizer, settings.max_seq_len, settings.seed, dupe_factor=settings.dupe_factor,
+        dynamic_masking=True, recipe=settings.recipe, fixed_positions=True,
+        max_predictions_per_seq=settings.max_predictions, nsp=settings.nsp)
+
+
 def pretraining_model(settings: PretrainSettings, vocab_size: int) -> BertForPreTraining:
     """A new --preset model, or --init's weights (with this run's dropout)."""
     dropout = dict(hidden_dropout_prob=settings.dropout,
@@ -224,23 +235,19 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
         check_init(settings, held_out)
         saved = {k: v for k, v in dataclasses.asdict(settings).items() if k != "command"}
         prepare_run_dir(out, "pretrain", saved, settings.resume, process)
-        key, stores = texts.key, settings.store or out  # a store per texts and tokenizer
-        if process.rank == 0:
-            if not settings.resume:
-                tokenizer = (load_tokenizer(settings.init) if settings.init else
-                             train_wordpiece(texts, vocab_size=settings.vocab_size))
-                save_tokenizer(tokenizer, out)
-                tokenizer.model.save(str(out))  # vocab.txt, for tools that want BERT's vocab file
-            TokenStore.cached(texts, load_tokenizer(out), stores, key)  # tokenized once, here
+        if process.rank == 0 and not settings.resume:
+            tokenizer = (load_tokenizer(settings.init) if settings.init else
+                         train_wordpiece(texts, vocab_size=settings.vocab_size))
+            save_tokenizer(tokenizer, out)
+            tokenizer.model.save(str(out))  # vocab.txt, for tools that want BERT's vocab file
+        if process.rank == 0:  # the token store and its pairs, made here, once
+            tokenizer = load_tokenizer(out)
+            examples = training_examples(settings, texts, tokenizer)
         if process.world > 1:
-            dist.barrier()  # the other processes wait for it, then all read the same files
-        tokenizer = load_tokenizer(out)
-        examples = pretraining_examples(TokenStore.cached(texts, tokenizer, stores, key),
-                                        tokenizer, settings.max_seq_len, settings.seed,
-                                        dupe_factor=settings.dupe_factor, dynamic_masking=True,
-                                        recipe=settings.recipe, fixed_positions=True,
-                                        max_predictions_per_seq=settings.max_predictions,
-                                        nsp=settings.nsp)
+            dist.barrier()  # the others wait for them, then read them
+        if process.rank != 0:
+            tokenizer = load_tokenizer(out)
+            examples = training_examples(settings, texts, tokenizer)
         if settings.compile:  # one shape, one graph (CUDA graphs need it): every row padded
             examples.collate.width = settings.max_seq_len
         eval_examples = held_out_examples(held_out, tokenizer, settings.max_seq_len,

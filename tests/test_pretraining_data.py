@@ -790,3 +790,24 @@ def test_a_tokenizer_without_bert_special_tokens_is_refused():
     plain = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
     with pytest.raises(ValueError, match=r"no \[MASK\]"):
         pretraining_examples(["hello\nhello", "hello"], plain)
+
+
+def test_pairs_are_cut_once_beside_a_store_on_disk(tmp_path, monkeypatch):
+    """Every process of a distributed run, and every resumed run, reads the pairs the first
+    one cut (memory-mapped), for the same settings; other settings cut their own."""
+    from bertlab.data import pretraining
+    from bertlab.tokenization import train_wordpiece
+
+    texts = ["\n".join(f"line {d} {i} of the work" for i in range(40)) for d in range(4)]
+    tokenizer = train_wordpiece(texts, vocab_size=100)
+    store = TokenStore.build(texts, tokenizer, tmp_path / "store")
+    first = pretraining_examples(store, tokenizer, 32, seed=0, dupe_factor=2, dynamic_masking=True)
+    monkeypatch.setattr(pretraining, "create_instances", None)  # cutting again would fail
+    again = pretraining_examples(TokenStore.open(tmp_path / "store"), tokenizer, 32, seed=0,
+                                 dupe_factor=2, dynamic_masking=True)
+    assert isinstance(again.pairs, np.memmap) and np.array_equal(again.pairs, first.pairs)
+    monkeypatch.undo()
+    other = pretraining_examples(store, tokenizer, 32, seed=1, dupe_factor=2, dynamic_masking=True)
+    assert not np.array_equal(other.pairs, first.pairs)
+    assert len(list((tmp_path / "store").glob("pairs-*.npy"))) == 2
+    assert not list((tmp_path / "store").glob(".pairs-*"))  # nothing half-written left

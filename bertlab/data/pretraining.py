@@ -48,6 +48,9 @@ NotNext B) and is trimmed to fit. So when most segments fill a sequence alone (m
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 import warnings
 from array import array
@@ -61,7 +64,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset, get_worker_info
 
 from ..config import IGNORE_INDEX
-from .store import TokenStore, tokenizer_hash
+from .store import FORMAT, TokenStore, tokenizer_hash
 
 CONTINUATION = "##"  # WordPiece marks a piece that continues the word before it
 
@@ -239,6 +242,21 @@ def create_instances(store: TokenStore, max_seq_len: int = 128, short_seq_prob: 
     if nsp:
         warn_if_mostly_not_next(store, pairs, max_seq_len)
     return pairs
+
+
+def cached_instances(store: TokenStore, *args) -> np.ndarray:
+    """`create_instances(store, *args)`, kept beside a store on disk (pairs-HASH.npy, HASH
+    naming the arguments) and read back memory-mapped: cut once for every process of a
+    distributed run (they share its pages) and for every resumed run. In memory without one."""
+    if store.directory is None:
+        return create_instances(store, *args)
+    name = hashlib.sha256(json.dumps([FORMAT, *args]).encode()).hexdigest()[:16]
+    path = store.directory / f"pairs-{name}.npy"
+    if not path.is_file():
+        unfinished = store.directory / f".pairs-{name}-{os.getpid()}.npy"
+        np.save(unfinished, create_instances(store, *args))
+        unfinished.rename(path)  # whole, or not there
+    return np.load(path, mmap_mode="r")
 
 
 def warn_if_mostly_not_next(store: TokenStore, pairs: np.ndarray, max_seq_len: int) -> None:
@@ -564,7 +582,7 @@ def pretraining_examples(documents: Sequence[str] | TokenStore, tokenizer: Token
     elif store.meta["tokenizer"] not in (None, tokenizer_hash(tokenizer)):
         raise ValueError("this token store was made with another tokenizer: build the store "
                          "with the tokenizer the examples are for")
-    pairs = create_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe, nsp)
+    pairs = cached_instances(store, max_seq_len, short_seq_prob, dupe_factor, seed, recipe, nsp)
     pad_id, positions = masker.special.pad, max_predictions_per_seq if fixed_positions else None
     if dynamic_masking:
         return PretrainingDataset(store, pairs, masker.special,
