@@ -163,12 +163,13 @@ def h100_paragraph(tokens_per_s_per_core: float) -> str:
             f"{train_flops_per_token(configs['base']) / 1e6:.0f}M). One core makes "
             f"batches with dynamic masks at {tokens_per_s_per_core / 1e6:.1f}M tokens/s (the "
             f"largest corpus above), so base needs {cores['base']:.2f} of a core: fed with room "
-            f"to spare. Mini would need {cores['mini']:.1f} cores; `bertlab.training` makes "
-            "batches in the training process, on one core, so at mini on an H100 the data, not "
-            "the GPU, would set the pace unless the batches are made in DataLoader workers (and "
-            "a model that small rarely reaches 40% MFU). Memory is no limit at any size: the "
-            "store is memory-mapped, and what grows with the corpus is the pairs (21 bytes "
-            "each) and the segment offsets (8 bytes a line).")
+            f"to spare. Mini would need {cores['mini']:.1f} cores: on CUDA `bertlab.training` "
+            "makes batches in DataLoader workers (up to 4 by default, `--workers N` for more), "
+            f"so mini at 40% MFU needs ~{cores['mini']:.0f} cores to spare or the data sets the "
+            "pace; at the 10-20% MFU a model that small reaches, a quarter to a half of that. "
+            "Memory is no limit at any size: the store is memory-mapped, and what grows with "
+            "the corpus is the pairs (21 bytes each, memory-mapped too) and the segment offsets "
+            "(8 bytes a line).")
 
 
 def write_section(section: str) -> None:

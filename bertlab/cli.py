@@ -108,9 +108,11 @@ the token store: the training works, tokenized by the run's tokenizer, as one me
 array of token ids (uint16 for vocabularies up to 65,536) with the offsets of every line and
 document: STORE/store-HASH/ (tokens.bin, segments.npy, documents.npy, meta.json), HASH naming
 the texts and the tokenizer. It is built once, then reused by --resume, and by later runs given
-the same --store if they have the same texts and tokenizer (runs with --init). Sentence pairs
-are not stored: each is five numbers (21 bytes) pointing into it, so memory grows by 21 bytes a
-pair, not with the text.
+the same --store if they have the same texts and tokenizer (runs with --init). The corpus is
+read a work at a time, never held whole. Sentence pairs hold no tokens: each is five numbers
+(21 bytes) pointing into the store, kept beside it (pairs-HASH.npy, for these pair settings),
+memory-mapped, so memory grows by 21 bytes a pair, not with the text; under torchrun process 0
+makes the store and the pairs, and the others read them.
 
 examples:
   bertlab pretrain --out runs/tiny                       # tiny model, Shakespeare, 3000 steps
