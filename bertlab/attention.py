@@ -16,11 +16,16 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     mask: optional bool tensor broadcastable to (..., Tq, Tk); True where a query may attend.
     Returns (output (..., Tq, dv), weights (..., Tq, Tk)).
     """
+    weights = attention_weights(q, k, mask)  # (..., Tq, Tk)
+    return weights @ v, weights
+
+
+def attention_weights(q, k, mask=None):
+    """softmax(q k^T / sqrt(d)): (..., Tq, d), (..., Tk, d) -> (..., Tq, Tk), each row sums to 1."""
     scores = (q @ k.transpose(-2, -1)) * q.size(-1) ** -0.5  # (..., Tq, Tk)
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = scores.softmax(dim=-1)  # each query's weights over the keys sum to 1
-    return weights @ v, weights
+    return scores.softmax(dim=-1)
 
 
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -66,8 +71,8 @@ class MultiHeadSelfAttention(nn.Module):
         Returns the merged heads (B, T, C) and the weights (B, H, T, T), or None if not asked."""
         q, k, v = (self.split_heads(f(x)) for f in (self.query, self.key, self.value))  # (B,H,T,D)
         if output_attentions:
-            _, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, T)
-            out = self.dropout(weights) @ v
+            weights = attention_weights(q, k, mask)  # (B, H, T, T)
+            out = self.dropout(weights) @ v  # (B, H, T, D)
         else:  # the fused kernel (flash / memory-efficient on GPU); same numbers, no weights
             p = self.dropout.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
