@@ -80,6 +80,14 @@ class PretrainSettings(RunSettings):
             return self.holdout
         return list(HOLDOUT) if self.corpus == "shakespeare" else []
 
+    @classmethod
+    def of_run(cls, run: str | Path) -> PretrainSettings:
+        """The settings a pretrain run directory was made with (its pretrain_args.json; a
+        setting this bertlab no longer has is left out)."""
+        saved = json.loads((Path(run) / "pretrain_args.json").read_text("utf-8"))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
     def documents(self) -> Iterator[Document]:
         """The corpus's works, read one at a time."""
         return iter_documents(None if self.corpus == "shakespeare" else self.corpus)
@@ -157,9 +165,7 @@ def check_init(settings: PretrainSettings, held_out: list[Document]) -> None:
     if settings.max_seq_len > positions:
         raise ValueError(f"--max-seq-len {settings.max_seq_len} exceeds the {positions} "
                          f"positions of --init {init} (give its run a larger --max-positions)")
-    saved = json.loads((init / "pretrain_args.json").read_text("utf-8"))
-    names = {f.name for f in dataclasses.fields(PretrainSettings)}
-    before = PretrainSettings(**{k: v for k, v in saved.items() if k in names})
+    before = PretrainSettings.of_run(init)
     held = {d.title.lower() for d in held_out}
     seen = {d.title for d in holding_out(before.documents(), before.holdout_titles, [])
             if d.title.lower() in held}
@@ -210,17 +216,15 @@ def made_by(settings: PretrainSettings, wall_seconds: float) -> list[dict]:
     return runs
 
 
-def held_out_examples(held_out: list[Document], tokenizer, max_seq_len: int, seed: int,
-                      recipe: str = "course", max_predictions: int | None = None,
-                      nsp: bool = True):
+def held_out_examples(held_out: list[Document], tokenizer, settings: PretrainSettings):
     """The evaluation set of the held-out works (None if there are none): sentence pairs masked
     once, so that every evaluation, and anyone re-checking a run, asks the same questions."""
     if not held_out:
         return None
-    return pretraining_examples([pretraining_text(d) for d in held_out], tokenizer, max_seq_len,
-                                seed, dupe_factor=1, recipe=recipe,
-                                max_predictions_per_seq=max_predictions, fixed_positions=True,
-                                nsp=nsp)
+    return pretraining_examples([pretraining_text(d) for d in held_out], tokenizer,
+                                settings.max_seq_len, settings.seed, dupe_factor=1,
+                                recipe=settings.recipe, fixed_positions=True, nsp=settings.nsp,
+                                max_predictions_per_seq=settings.max_predictions)
 
 
 def pretrain(settings: PretrainSettings) -> list[dict]:
@@ -250,9 +254,7 @@ def pretrain(settings: PretrainSettings) -> list[dict]:
             examples = training_examples(settings, texts, tokenizer)
         if settings.compile:  # one shape, one graph (CUDA graphs need it): every row padded
             examples.collate.width = settings.max_seq_len
-        eval_examples = held_out_examples(held_out, tokenizer, settings.max_seq_len,
-                                          settings.seed, settings.recipe, settings.max_predictions,
-                                          settings.nsp)
+        eval_examples = held_out_examples(held_out, tokenizer, settings)
         set_seed(settings.seed)
         model = pretraining_model(settings, tokenizer.get_vocab_size())
         config = settings.train_config(

@@ -45,7 +45,8 @@ def held_out_scores():
     """Evaluate the shipped model on the held-out set rebuilt as `bertlab pretrain` built it."""
     tokenizer = load_tokenizer(PATH)
     _, held_out = pretrain.split_holdout(load_corpus(), list(pretrain.HOLDOUT))
-    data = pretrain.held_out_examples(held_out, tokenizer, ARGS["max_seq_len"], ARGS["seed"])
+    data = pretrain.held_out_examples(held_out, tokenizer,
+                                      pretrain.PretrainSettings.of_run(PATH))
     model = bertlab.BertForPreTraining.from_pretrained(PATH)
     config = TrainConfig(batch_size=ARGS["batch_size"], device="cpu", precision="fp32")
     trainer = Trainer(model, config, 0, 1, torch.device("cpu"), data.collate, pretraining_metrics)
