@@ -229,9 +229,6 @@ class UpdateBatches(torch.utils.data.Dataset):
         self.data, self.collate, self.order = data, collate, order
         self.grad_accum, self.rank, self.world = grad_accum, process.rank, process.world
 
-    def __len__(self) -> int:
-        return 2**62  # a step past the end of the data wraps into its next epoch
-
     def __getitem__(self, step: int) -> list[Batch]:
         parts = self.order[step].reshape(self.world, self.grad_accum, -1)[self.rank]
         if get_worker_info() is not None:

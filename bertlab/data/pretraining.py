@@ -64,7 +64,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset, get_worker_info
 
 from ..config import IGNORE_INDEX
-from .store import FORMAT, TokenStore, tokenizer_hash
+from .store import TokenStore, tokenizer_hash
 
 CONTINUATION = "##"  # WordPiece marks a piece that continues the word before it
 
@@ -246,11 +246,12 @@ def create_instances(store: TokenStore, max_seq_len: int = 128, short_seq_prob: 
 
 def cached_instances(store: TokenStore, *args) -> np.ndarray:
     """`create_instances(store, *args)`, kept beside a store on disk (pairs-HASH.npy, HASH
-    naming the arguments) and read back memory-mapped: cut once for every process of a
-    distributed run (they share its pages) and for every resumed run. In memory without one."""
+    naming the arguments and the PAIR layout) and read back memory-mapped: cut once for every
+    process of a distributed run (they share its pages) and for every resumed run. In memory
+    without one."""
     if store.directory is None:
         return create_instances(store, *args)
-    name = hashlib.sha256(json.dumps([FORMAT, *args]).encode()).hexdigest()[:16]
+    name = hashlib.sha256(json.dumps([str(PAIR), *args]).encode()).hexdigest()[:16]
     path = store.directory / f"pairs-{name}.npy"
     if not path.is_file():
         unfinished = store.directory / f".pairs-{name}-{os.getpid()}.npy"
